@@ -1,0 +1,5 @@
+import sys
+
+from nss.app import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""Process entry point: command line, logging, signals, exit status.
+
+Exit status: 0 after a graceful stop (SIGINT or SIGTERM; client test
+suites read 1 at start-up as "port in use"), 1 when start-up fails or the
+server dies (lost embedded NATS server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from nss import log
+from nss.cli import UsageError, check_supported, process_command_line
+from nss.options import Options
+
+
+async def run(opts: Options) -> int:
+    from nss.server.server import StanServer
+
+    logger = log.get_logger()
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[str] = loop.create_future()
+
+    def request_stop(name: str) -> None:
+        if not stop.done():
+            stop.set_result(name)
+
+    server = StanServer(opts)
+    loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGUSR1, log.reopen)
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: server.natsd.reload() if server.natsd is not None else None
+    )
+    start = loop.create_task(server.start())
+    await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if not start.done():
+        start.cancel()
+        try:
+            await start
+        except BaseException:  # noqa: BLE001 - we are stopping anyway
+            pass
+        await server.shutdown()
+        return 0
+    exc = start.exception()
+    if exc is not None:
+        logger.fatal(f"Failed to start: {exc}")
+        await server.shutdown()
+        return 1
+    assert server.fatal is not None
+    await asyncio.wait({stop, server.fatal}, return_when=asyncio.FIRST_COMPLETED)
+    if server.fatal.done() and not stop.done():
+        logger.fatal(server.fatal.result())
+        await server.shutdown()
+        return 1
+    logger.info(f"Received {stop.result()}, shutting down")
+    await server.shutdown()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    res = process_command_line(sys.argv[1:] if argv is None else list(argv))
+    if isinstance(res, int):
+        return res
+    opts = res.options
+    try:
+        check_supported(opts)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 1
+    log.setup(opts)
+    try:
+        return asyncio.run(run(opts))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        log.close()

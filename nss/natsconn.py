@@ -1,0 +1,473 @@
+"""A lean asyncio NATS client for the server's own connection.
+
+Why not nats-py on the hot path: nats-py hands every message to a per
+subscription queue and awaits a coroutine per message, and builds a
+coroutine per publish. A STAN server moves four NATS messages per STAN
+message (PubMsg in, PubAck out, MsgProto out, Ack in), so that per-message
+machinery would cap throughput well below the goal. Here messages are parsed
+in bulk from each socket read and handed to plain synchronous callbacks, and
+everything published during one event-loop turn goes out in a single write.
+
+Semantics follow what the Go server asks of its connections: reconnect
+forever with a 250 ms wait, no buffering of publishes while disconnected,
+and NATS "no responders" (status 503) surfaced to requesters so that a probe
+of a vanished client fails at once instead of waiting for its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from nss.nuid import NUID
+
+MsgCallback = Callable[[str, str, bytes], None]
+
+_CRLF = b"\r\n"
+_PING = b"PING\r\n"
+_PONG = b"PONG\r\n"
+_READ_SIZE = 256 * 1024
+
+
+class NatsError(Exception):
+    pass
+
+
+class NoRespondersError(NatsError):
+    """The NATS server said nobody listens on the request subject."""
+
+
+class NotConnectedError(NatsError):
+    pass
+
+
+class MaxPayloadError(NatsError):
+    pass
+
+
+@dataclass
+class ServerAddr:
+    scheme: str
+    host: str
+    port: int
+    user: str = ""
+    password: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> ServerAddr:
+        url = url.strip()
+        if "://" not in url:
+            url = "nats://" + url
+        u = urlparse(url)
+        host = u.hostname or "127.0.0.1"
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return cls(
+            scheme=u.scheme or "nats",
+            host=host,
+            port=u.port or 4222,
+            user=unquote(u.username or ""),
+            password=unquote(u.password or ""),
+        )
+
+
+@dataclass
+class _Sub:
+    sid: int
+    subject: str
+    queue: str
+    cb: MsgCallback
+
+
+@dataclass
+class ConnectOptions:
+    servers: list[str] = field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    name: str = ""
+    user: str = ""
+    password: str = ""
+    token: str = ""
+    tls: ssl.SSLContext | None = None
+    tls_hostname: str | None = None
+    reconnect_wait: float = 0.25
+    connect_timeout: float = 5.0
+
+
+class NatsConnection:
+    """One NATS connection; callbacks run synchronously in the event loop."""
+
+    def __init__(
+        self,
+        opts: ConnectOptions,
+        *,
+        on_disconnect: Callable[[], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.opts = opts
+        self._addrs = [ServerAddr.parse(s) for s in opts.servers]
+        self._on_disconnect = on_disconnect
+        self._on_reconnect = on_reconnect
+        self._on_error = on_error
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._wbuf = bytearray()
+        self._flush_scheduled = False
+        self._subs: dict[int, _Sub] = {}
+        self._next_sid = 1
+        self._pongs: list[asyncio.Future[None]] = []
+        self._nuid = NUID()
+        self._resp_prefix = ""
+        self._resp_sid = 0
+        self._resp_futs: dict[str, asyncio.Future[bytes]] = {}
+        self._closed = False
+        self.connected = False
+        self.server_info: dict[str, Any] = {}
+        self.max_payload = 1024 * 1024
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        # parser state
+        self._rbuf = bytearray()
+        self._pending_msg: tuple[str, int, str, int, int] | None = None
+
+    # ------------------------------------------------------------ connect
+    async def connect(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        last: BaseException | None = None
+        for addr in self._addrs:
+            try:
+                await asyncio.wait_for(self._open(addr), self.opts.connect_timeout)
+                break
+            except (TimeoutError, OSError, NatsError, ssl.SSLError) as e:
+                last = e
+        else:
+            raise NatsError(f"could not connect to NATS at {', '.join(self.opts.servers)}: {last}")
+        self._start_reader()
+
+    async def _open(self, addr: ServerAddr) -> None:
+        reader, writer = await asyncio.open_connection(addr.host, addr.port, limit=_READ_SIZE * 4)
+        try:
+            line = await reader.readline()
+            if not line.startswith(b"INFO "):
+                raise NatsError(f"unexpected greeting from NATS server: {line[:80]!r}")
+            info = json.loads(line[5:])
+            want_tls = self.opts.tls is not None or addr.scheme == "tls" or info.get("tls_required")
+            if want_tls:
+                ctx = self.opts.tls or ssl.create_default_context()
+                await writer.start_tls(ctx, server_hostname=self.opts.tls_hostname or addr.host)
+            connect: dict[str, Any] = {
+                "verbose": False,
+                "pedantic": False,
+                "tls_required": bool(want_tls),
+                "name": self.opts.name,
+                "lang": "python-nss",
+                "version": "0.25.6",
+                "protocol": 1,
+                "headers": True,
+                "no_responders": True,
+                "echo": True,
+            }
+            user = addr.user or self.opts.user
+            password = addr.password or self.opts.password
+            if user and not addr.password and not self.opts.password and not self.opts.user:
+                connect["auth_token"] = user
+            elif user:
+                connect["user"] = user
+                connect["pass"] = password
+            elif self.opts.token:
+                connect["auth_token"] = self.opts.token
+            writer.write(b"CONNECT " + json.dumps(connect).encode() + _CRLF + _PING)
+            await writer.drain()
+            while True:
+                line = await reader.readline()
+                if not line:
+                    raise NatsError("connection closed by NATS server during handshake")
+                if line.startswith(b"PONG"):
+                    break
+                if line.startswith(b"-ERR"):
+                    raise NatsError("NATS server: " + line[5:].decode(errors="replace").strip())
+                if line.startswith(b"PING"):
+                    writer.write(_PONG)
+                # +OK / INFO updates during the handshake are ignored
+        except BaseException:
+            writer.close()
+            raise
+        self.server_info = info
+        self.max_payload = int(info.get("max_payload", self.max_payload))
+        self._reader, self._writer = reader, writer
+        self.connected = True
+        self._rbuf.clear()
+        self._pending_msg = None
+        # re-establish subscriptions (reconnect) before anything else is sent
+        out = bytearray()
+        for sub in self._subs.values():
+            out += f"SUB {sub.subject} {sub.queue} {sub.sid}\r\n".encode()
+        if out:
+            writer.write(bytes(out))
+
+    def _start_reader(self) -> None:
+        assert self._loop is not None
+        self._reader_task = self._loop.create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        reader = self._reader
+        assert reader is not None
+        try:
+            while True:
+                data = await reader.read(_READ_SIZE)
+                if not data:
+                    break
+                self._on_data(data)
+        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        except asyncio.CancelledError:
+            return
+        self._lost()
+
+    def _lost(self) -> None:
+        if not self.connected:
+            return
+        self.connected = False
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+        self._wbuf.clear()
+        for f in self._pongs:
+            if not f.done():
+                f.set_exception(NotConnectedError("connection lost"))
+        self._pongs.clear()
+        for f in self._resp_futs.values():
+            if not f.done():
+                f.set_exception(NotConnectedError("connection lost"))
+        self._resp_futs.clear()
+        if self._closed:
+            return
+        if self._on_disconnect:
+            self._on_disconnect()
+        assert self._loop is not None
+        self._reconnect_task = self._loop.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        i = 0
+        while not self._closed:
+            await asyncio.sleep(self.opts.reconnect_wait)
+            addr = self._addrs[i % len(self._addrs)]
+            i += 1
+            try:
+                await asyncio.wait_for(self._open(addr), self.opts.connect_timeout)
+            except (TimeoutError, OSError, NatsError, ssl.SSLError):
+                continue
+            self._start_reader()
+            if self._on_reconnect:
+                self._on_reconnect()
+            return
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reconnect_task:
+            self._reconnect_task.cancel()
+        if self.connected:
+            try:
+                await self.flush(1.0)
+            except (TimeoutError, NatsError):
+                pass
+        if self._reader_task:
+            self._reader_task.cancel()
+        w = self._writer
+        self.connected = False
+        self._writer = None
+        if w is not None:
+            w.close()
+            try:
+                await asyncio.wait_for(w.wait_closed(), 1.0)
+            except (TimeoutError, OSError, ssl.SSLError):
+                pass
+
+    # ------------------------------------------------------------ parsing
+    def _on_data(self, data: bytes) -> None:
+        buf = self._rbuf
+        buf += data
+        pos = 0
+        n = len(buf)
+        subs = self._subs
+        while pos < n:
+            pm = self._pending_msg
+            if pm is not None:
+                subject, sid, reply, hdr_len, total = pm
+                end = pos + total
+                if n < end + 2:
+                    break
+                if hdr_len:
+                    hdr = bytes(buf[pos : pos + hdr_len])
+                    payload = bytes(buf[pos + hdr_len : end])
+                else:
+                    hdr = b""
+                    payload = bytes(buf[pos:end])
+                pos = end + 2
+                self._pending_msg = None
+                sub = subs.get(sid)
+                if sub is not None:
+                    if hdr and sid == self._resp_sid:
+                        self._on_response_status(subject, hdr, payload)
+                        continue
+                    try:
+                        sub.cb(subject, reply, payload)
+                    except Exception as e:  # never let a callback break the parser
+                        if self._on_error:
+                            self._on_error(f"callback for {subject} failed: {e!r}")
+                continue
+            i = buf.find(_CRLF, pos)
+            if i < 0:
+                break
+            line = bytes(buf[pos:i])
+            pos = i + 2
+            c = line[:1]
+            if c == b"M" or c == b"H":
+                parts = line.split()
+                if parts[0] == b"MSG":
+                    if len(parts) == 5:
+                        reply = parts[3].decode()
+                    else:
+                        reply = ""
+                    self._pending_msg = (parts[1].decode(), int(parts[2]), reply, 0, int(parts[-1]))
+                else:  # HMSG
+                    reply = parts[3].decode() if len(parts) == 6 else ""
+                    self._pending_msg = (
+                        parts[1].decode(),
+                        int(parts[2]),
+                        reply,
+                        int(parts[-2]),
+                        int(parts[-1]),
+                    )
+            elif c == b"P":
+                if line.startswith(b"PING"):
+                    self._write(_PONG)
+                elif line.startswith(b"PONG"):
+                    if self._pongs:
+                        f = self._pongs.pop(0)
+                        if not f.done():
+                            f.set_result(None)
+            elif c == b"I":
+                try:
+                    self.server_info.update(json.loads(line[5:]))
+                except ValueError:
+                    pass
+            elif c == b"-":
+                if self._on_error:
+                    self._on_error("NATS server: " + line.decode(errors="replace"))
+            # +OK ignored
+        if pos:
+            del buf[:pos]
+
+    def _on_response_status(self, subject: str, hdr: bytes, payload: bytes) -> None:
+        token = subject[len(self._resp_prefix) :]
+        fut = self._resp_futs.pop(token, None)
+        if fut is None or fut.done():
+            return
+        first = hdr.split(_CRLF, 1)[0].split()
+        status = first[1] if len(first) > 1 else b""
+        if status == b"503":
+            fut.set_exception(NoRespondersError("no responders"))
+        else:
+            fut.set_result(payload)
+
+    # ------------------------------------------------------------ writing
+    def _write(self, data: bytes) -> None:
+        if not self.connected:
+            return
+        self._wbuf += data
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_out)
+
+    def _flush_out(self) -> None:
+        self._flush_scheduled = False
+        if self._writer is not None and self._wbuf:
+            self._writer.write(bytes(self._wbuf))
+        self._wbuf.clear()
+
+    def publish(self, subject: str, payload: bytes, reply: str = "") -> None:
+        """Queue a message; it goes out with everything else of this loop turn.
+
+        Dropped silently while disconnected (the Go server disables reconnect
+        buffering too: stale responses are worse than none)."""
+        if not self.connected:
+            return
+        n = len(payload)
+        if n > self.max_payload:
+            raise MaxPayloadError("nats: maximum payload exceeded")
+        wb = self._wbuf
+        if reply:
+            wb += f"PUB {subject} {reply} {n}\r\n".encode()
+        else:
+            wb += f"PUB {subject} {n}\r\n".encode()
+        wb += payload
+        wb += _CRLF
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_out)
+
+    def subscribe(self, subject: str, cb: MsgCallback, queue: str = "") -> int:
+        sid = self._next_sid
+        self._next_sid += 1
+        self._subs[sid] = _Sub(sid, subject, queue, cb)
+        self._write(f"SUB {subject} {queue} {sid}\r\n".encode())
+        return sid
+
+    def unsubscribe(self, sid: int) -> None:
+        if self._subs.pop(sid, None) is not None:
+            self._write(f"UNSUB {sid}\r\n".encode())
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Round trip to the NATS server: everything sent before is processed."""
+        if not self.connected:
+            raise NotConnectedError("not connected")
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._pongs.append(fut)
+        self._write(_PING)
+        await asyncio.wait_for(fut, timeout)
+
+    # ------------------------------------------------------------ requests
+    def _ensure_resp_sub(self) -> None:
+        if self._resp_sid:
+            return
+        self._resp_prefix = "_INBOX." + self._nuid.next() + "."
+        self._resp_sid = self.subscribe(self._resp_prefix + "*", self._on_response)
+
+    def _on_response(self, subject: str, reply: str, payload: bytes) -> None:
+        token = subject[len(self._resp_prefix) :]
+        fut = self._resp_futs.pop(token, None)
+        if fut is not None and not fut.done():
+            fut.set_result(payload)
+
+    def new_request_inbox(self) -> tuple[str, asyncio.Future[bytes]]:
+        """A reply subject and the future its first response resolves."""
+        if not self.connected:
+            raise NotConnectedError("not connected")
+        self._ensure_resp_sub()
+        assert self._loop is not None
+        token = self._nuid.next()
+        fut: asyncio.Future[bytes] = self._loop.create_future()
+        self._resp_futs[token] = fut
+        return self._resp_prefix + token, fut
+
+    def cancel_request(self, inbox: str) -> None:
+        self._resp_futs.pop(inbox[len(self._resp_prefix) :], None)
+
+    async def request(self, subject: str, payload: bytes, timeout: float) -> bytes:
+        inbox, fut = self.new_request_inbox()
+        self.publish(subject, payload, inbox)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self.cancel_request(inbox)

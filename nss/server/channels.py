@@ -1,0 +1,112 @@
+"""Channels: name rules, the registry, and per-channel subscription indexes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from nss.stores.base import ChannelStore, Store
+
+if TYPE_CHECKING:
+    from nss.server.subs import QueueGroup, Subscription
+
+ERR_CHANNEL_BEING_DELETED = "stan: channel is being deleted"
+
+
+def valid_channel(name: str, wildcards: bool = False) -> bool:
+    """The Go server's channel-name rule (protocol.md §10.1).
+
+    Stricter than "no wildcards": no empty tokens and no '/', because the FILE
+    store makes a directory of every channel name."""
+    if not name or name[0] == "." or name[-1] == "." or "/" in name or ".." in name:
+        return False
+    if not wildcards:
+        return "*" not in name and ">" not in name
+    tokens = name.split(".")
+    for i, t in enumerate(tokens):
+        if ("*" in t or ">" in t) and len(t) > 1:
+            return False
+        if t == ">" and i != len(tokens) - 1:
+            return False
+    return True
+
+
+class Channel:
+    """A channel's store plus its live subscriptions.
+
+    ``next_seq`` and ``last_ts`` live here, not in the store, because the I/O
+    path assigns them while the store only records what it is given."""
+
+    def __init__(self, name: str, store: ChannelStore) -> None:
+        self.name = name
+        self.store = store
+        self.msgs = store.msgs
+        self.subs_store = store.subs
+        self.next_seq = self.msgs.last_sequence() + 1
+        self.last_ts = 0
+        # plain (non-queue) subscriptions that are online
+        self.plain: list[Subscription] = []
+        # all subscriptions by ack inbox, online ones only
+        self.by_ack: dict[str, Subscription] = {}
+        # durable (non-queue) subscriptions by durable key, online or not
+        self.durables: dict[str, Subscription] = {}
+        self.queues: dict[str, QueueGroup] = {}
+        self.deleting = False
+        self.last_activity = 0
+        self.inactivity_handle: asyncio.TimerHandle | None = None
+        self.age_handle: asyncio.TimerHandle | None = None
+
+    def has_active_subs(self) -> bool:
+        return bool(self.plain) or any(g.members for g in self.queues.values())
+
+    def stop_timers(self) -> None:
+        for h in (self.inactivity_handle, self.age_handle):
+            if h is not None:
+                h.cancel()
+        self.inactivity_handle = None
+        self.age_handle = None
+
+
+class ChannelRegistry:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.channels: dict[str, Channel] = {}
+        self._lower: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.channels)
+
+    def get(self, name: str) -> Channel | None:
+        return self.channels.get(name)
+
+    def lookup_or_create(self, name: str) -> tuple[Channel, bool]:
+        """The channel, and whether it was just created.
+
+        Raises StoreError (limits) or ValueError carrying the client-facing
+        text (case conflict, channel being deleted)."""
+        ch = self.channels.get(name)
+        if ch is not None:
+            if ch.deleting:
+                raise ValueError(ERR_CHANNEL_BEING_DELETED)
+            return ch, False
+        existing = self._lower.get(name.lower())
+        if existing is not None and existing != name:
+            raise ValueError(
+                f'rejecting channel "{name}" because channel "{existing}" alreay exists '
+                "(different cases not allowed)"
+            )
+        cs = self.store.create_channel(name)
+        ch = Channel(name, cs)
+        self.add(ch)
+        return ch, True
+
+    def add(self, ch: Channel) -> None:
+        self.channels[ch.name] = ch
+        self._lower[ch.name.lower()] = ch.name
+
+    def remove(self, name: str) -> None:
+        ch = self.channels.pop(name, None)
+        if ch is not None:
+            ch.stop_timers()
+            if self._lower.get(name.lower()) == name:
+                del self._lower[name.lower()]

@@ -1,0 +1,75 @@
+"""Registered STAN clients, found by client ID or by connection ID.
+
+Publishes and pings carry the connID (protocol 1), and a replaced client's
+connID must stop working at once, so both indexes are kept in step here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nss.server.subs import Subscription
+
+_CLIENT_ID_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+def valid_client_id(client_id: str) -> bool:
+    return bool(_CLIENT_ID_RE.match(client_id))
+
+
+@dataclass(eq=False)
+class Client:
+    id: str
+    hb_inbox: str
+    conn_id: bytes = b""
+    protocol: int = 0
+    ping_interval: int = 0
+    ping_max_out: int = 0
+    subs: list[Subscription] = field(default_factory=list)
+    failed_hb: int = 0
+    hb_handle: asyncio.TimerHandle | None = None
+    hb_task: asyncio.Task[None] | None = None
+    closed: bool = False
+
+    def stop_heartbeats(self) -> None:
+        if self.hb_handle is not None:
+            self.hb_handle.cancel()
+            self.hb_handle = None
+        if self.hb_task is not None and not self.hb_task.done():
+            self.hb_task.cancel()
+        self.hb_task = None
+
+
+class ClientRegistry:
+    def __init__(self) -> None:
+        self.by_id: dict[str, Client] = {}
+        self.by_conn: dict[bytes, Client] = {}
+        # client IDs whose duplicate probe is in flight
+        self.checking: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def get(self, client_id: str) -> Client | None:
+        return self.by_id.get(client_id)
+
+    def by_conn_id(self, conn_id: bytes) -> Client | None:
+        return self.by_conn.get(conn_id)
+
+    def add(self, client: Client) -> None:
+        self.by_id[client.id] = client
+        if client.conn_id:
+            self.by_conn[client.conn_id] = client
+
+    def remove(self, client_id: str) -> Client | None:
+        c = self.by_id.pop(client_id, None)
+        if c is not None:
+            c.closed = True
+            if c.conn_id and self.by_conn.get(c.conn_id) is c:
+                del self.by_conn[c.conn_id]
+            c.stop_heartbeats()
+        return c

@@ -1,0 +1,849 @@
+"""StanServer: wires the NATS connection, the store and the I/O path together
+and implements the STAN client protocol handlers.
+
+NATS callbacks here only decode and validate; anything that changes state is
+queued on the I/O path (``io.py``) so it happens in arrival order. Pings are
+the exception the protocol asks for: answered at once from the callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from nss.log import get_logger
+from nss.natsconn import ConnectOptions, NatsConnection, NatsError, NoRespondersError
+from nss.nuid import next_nuid
+from nss.options import Options
+from nss.pb import protocol_pb2 as pb
+from nss.pb import spb_pb2 as spb
+from nss.server.channels import Channel, ChannelRegistry, valid_channel
+from nss.server.clients import Client, ClientRegistry, valid_client_id
+from nss.server.io import IOPath, encode_puback
+from nss.server.subs import Deliverer, QueueGroup, Subscription
+from nss.stores.base import Store, StoreError
+
+ERR_INVALID_CONN_REQ = "stan: invalid connection request"
+ERR_INVALID_CLIENT_ID = (
+    "stan: invalid clientID: only alphanumeric and `-` or `_` characters allowed"
+)
+ERR_CLIENT_REGISTERED = "stan: clientID already registered"
+ERR_INVALID_PUB_REQ = "stan: invalid publish request"
+ERR_INVALID_SUB_REQ = "stan: invalid subscription request"
+ERR_MISSING_CLIENT = "stan: clientID missing"
+ERR_INVALID_ACK_WAIT = "stan: invalid ack wait time, should be >= 1s"
+ERR_INVALID_MAX_INFLIGHT = "stan: invalid MaxInflight, should be >= 1"
+ERR_INVALID_START = "stan: invalid start position"
+ERR_INVALID_SUBJECT = "stan: invalid subject"
+ERR_UNKNOWN_CLIENT = "stan: unknown clientID"
+ERR_DUP_DURABLE = "stan: duplicate durable registration"
+ERR_DURABLE_QUEUE_COLON = (
+    "stan: durable name of a durable queue subscriber can't contain the character ':'"
+)
+ERR_INVALID_UNSUB_REQ = "stan: invalid unsubscribe request"
+ERR_UNKNOWN_CHANNEL = "stan: unknown channel"
+ERR_INVALID_SUB = "stan: invalid subscription"
+ERR_INVALID_CLOSE_REQ = "stan: invalid close request"
+ERR_CLIENT_REPLACED = "client has been replaced or is no longer registered"
+
+# Duplicate client ID probe timeout (protocol.md §13).
+DUP_CHECK_TIMEOUT = 0.5
+# Standalone self-check for another server of the same cluster (§15).
+SELF_CHECK_TIMEOUT = 0.25
+
+_PING_REPLACED = pb.PingResponse(error=ERR_CLIENT_REPLACED).SerializeToString()
+
+
+class StartupError(Exception):
+    pass
+
+
+def server_subjects(cluster_id: str, discover_prefix: str) -> spb.ServerInfo:
+    return spb.ServerInfo(
+        ClusterID=cluster_id,
+        Discovery=f"{discover_prefix}.{cluster_id}",
+        Publish=f"_STAN.pub.{cluster_id}",
+        Subscribe=f"_STAN.sub.{cluster_id}",
+        Unsubscribe=f"_STAN.unsub.{cluster_id}",
+        Close=f"_STAN.close.{cluster_id}",
+        SubClose=f"_STAN.subclose.{cluster_id}",
+        AcksSubs=f"_STAN.ack.{cluster_id}",
+    )
+
+
+class StanServer:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.sopts = opts.streaming
+        self.log = get_logger()
+        self.server_id = next_nuid()
+        self.start_time = time.time()
+        self.state = "STANDALONE"
+        self.natsd: Any = None
+        self.conn: NatsConnection = None  # type: ignore[assignment]
+        self.store: Store = None  # type: ignore[assignment]
+        self.info = spb.ServerInfo()
+        self.clients = ClientRegistry()
+        self.channels: ChannelRegistry = None  # type: ignore[assignment]
+        self.deliverer: Deliverer = None  # type: ignore[assignment]
+        self.io: IOPath = None  # type: ignore[assignment]
+        self.max_payload = 1024 * 1024
+        self.in_msgs = 0
+        self.in_bytes = 0
+        self._sids: list[int] = []
+        self._shutdown = False
+        self.fatal: asyncio.Future[str] | None = None
+        self.nats_url = ""
+
+    # ================================================================ lifecycle
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.fatal = loop.create_future()
+        s = self.sopts
+        self.log.info(f"Starting nats-streaming-server[{s.cluster_id}] version 0.25.6 (nss)")
+        self.log.info(f"ServerID: {self.server_id}")
+        self.log.info(f"Python version: {sys.version.split()[0]}")
+        if not s.nats_server_url:
+            await self._start_embedded_nats()
+        else:
+            self.nats_url = s.nats_server_url
+        await self._connect_nats()
+        self._open_store()
+        self.deliverer = Deliverer(self.conn.publish, self._schedule_redelivery, loop)
+        self.io = IOPath(self, s.io_batch_size, s.io_sleep_time)
+        if not s.ft_group and not s.partitioning:
+            await self._self_check()
+        self._subscribe_protocol()
+        self.io.start()
+        await self.conn.flush()
+        self._log_limits()
+        self.log.info("Streaming Server is ready")
+
+    async def _start_embedded_nats(self) -> None:
+        from nss.natsd import EmbeddedNATS
+
+        nlog = get_logger("NATS")
+
+        def log_line(level: str, text: str) -> None:
+            fn = {
+                "DBG": nlog.debug,
+                "TRC": nlog.debug,
+                "WRN": nlog.warning,
+                "ERR": nlog.error,
+                "FTL": nlog.error,
+            }.get(level, nlog.info)
+            fn(text)
+
+        def on_exit(rc: int) -> None:
+            if not self._shutdown and self.fatal is not None and not self.fatal.done():
+                self.fatal.set_result(f"embedded NATS server exited unexpectedly (status {rc})")
+
+        self.natsd = EmbeddedNATS(self.opts.nats, log_line=log_line, on_exit=on_exit)
+        await self.natsd.start()
+        self.nats_url = self.natsd.client_url
+
+    async def _connect_nats(self) -> None:
+        s, n = self.sopts, self.opts.nats
+        servers = [u for u in self.nats_url.split(",") if u.strip()]
+        user = n.user or s.username
+        password = n.password or s.password
+        token = n.auth_token or s.token
+        tls = None
+        if s.secure or s.tls_client_cert or s.tls_client_cacert:
+            import ssl
+
+            tls = ssl.create_default_context(cafile=s.tls_client_cacert or None)
+            if s.tls_client_cert:
+                tls.load_cert_chain(s.tls_client_cert, s.tls_client_key or None)
+            if s.tls_skip_verify:
+                tls.check_hostname = False
+                tls.verify_mode = ssl.CERT_NONE
+        copts = ConnectOptions(
+            servers=servers,
+            name=f"_NSS-{s.cluster_id}-general",
+            user=user,
+            password=password,
+            token=token,
+            tls=tls,
+            tls_hostname=s.tls_server_name or None,
+        )
+        self.conn = NatsConnection(
+            copts,
+            on_disconnect=lambda: self.log.warning("Disconnected from NATS"),
+            on_reconnect=lambda: self.log.info(f"Reconnected to NATS at {self.nats_url}"),
+            on_error=lambda e: self.log.error(e),
+        )
+        try:
+            await self.conn.connect()
+        except NatsError as e:
+            raise StartupError(str(e)) from e
+        self.max_payload = self.conn.max_payload
+        self.log.info(f"Connected to NATS at {self.nats_url}")
+
+    def _open_store(self) -> None:
+        s = self.sopts
+        st = s.store_type.upper()
+        if st != "MEMORY":
+            raise StartupError(f"store type {st} is not supported yet")
+        from nss.stores.memory import MemoryStore
+
+        self.store = MemoryStore(s.store_limits)
+        self.channels = ChannelRegistry(self.store)
+        self.log.info("Recovering the state...")
+        rs = self.store.recover()
+        if rs is None:
+            self.info = server_subjects(s.cluster_id, s.discover_prefix)
+            self.store.init(self.info)
+            self.log.info("No recovered state")
+        else:  # pragma: no cover - persistent stores arrive with later issues
+            self.info = rs.info
+        self.log.info(f"Message store is {self.store.name}")
+
+    def _log_limits(self) -> None:
+        lim = self.sopts.store_limits
+
+        def fmt(v: float, kind: str = "") -> str:
+            if not v:
+                return "unlimited"
+            if kind == "bytes":
+                return f"{v / (1024 * 1024):.2f} MB"
+            if kind == "dur":
+                return f"{v:g}s"
+            return str(int(v))
+
+        self.log.info("---------- Store Limits ----------")
+        self.log.info(f"Channels:        {fmt(lim.max_channels):>14} *")
+        self.log.info("--------- Channels Limits --------")
+        self.log.info(f"  Subscriptions: {fmt(lim.max_subscriptions):>14} *")
+        self.log.info(f"  Messages     : {fmt(lim.max_msgs):>14} *")
+        self.log.info(f"  Bytes        : {fmt(lim.max_bytes, 'bytes'):>14} *")
+        self.log.info(f"  Age          : {fmt(lim.max_age, 'dur'):>14} *")
+        self.log.info(f"  Inactivity   : {fmt(lim.max_inactivity, 'dur'):>14} *")
+        self.log.info("----------------------------------")
+
+    async def _self_check(self) -> None:
+        """Refuse to start beside a live server of the same cluster ID."""
+        cid = self.info.ClusterID
+        req = pb.ConnectRequest(clientID=cid, heartbeatInbox="_INBOX." + next_nuid())
+        try:
+            data = await self.conn.request(
+                self.info.Discovery, req.SerializeToString(), SELF_CHECK_TIMEOUT
+            )
+        except (TimeoutError, NoRespondersError, NatsError):
+            return
+        try:
+            resp = pb.ConnectResponse.FromString(data)
+        except DecodeError:
+            raise StartupError(
+                f'discovered another streaming server with cluster ID "{cid}"'
+            ) from None
+        if resp.closeRequests:
+            try:
+                await self.conn.request(
+                    resp.closeRequests,
+                    pb.CloseRequest(clientID=cid).SerializeToString(),
+                    SELF_CHECK_TIMEOUT,
+                )
+            except (TimeoutError, NatsError):
+                pass
+        raise StartupError(f'discovered another streaming server with cluster ID "{cid}"')
+
+    def _subscribe_protocol(self) -> None:
+        info, sub = self.info, self.conn.subscribe
+        self._sids = [
+            sub(info.Discovery, self._on_connect),
+            sub(info.Discovery + ".pings", self._on_ping),
+            sub(info.Publish + ".>", self._on_publish),
+            sub(info.Subscribe, self._on_subscribe),
+            sub(info.Unsubscribe, self._on_unsubscribe),
+            sub(info.SubClose, self._on_subclose),
+            sub(info.Close, self._on_close),
+        ]
+
+    async def shutdown(self) -> None:
+        """Stop taking requests, finish the I/O path, close store and NATS."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        self.state = "SHUTDOWN"
+        self.log.info("Shutting down.")
+        if self.conn is not None and self.conn.connected:
+            for sid in self._sids:
+                self.conn.unsubscribe(sid)
+        if self.io is not None:
+            await self.io.drain_and_stop()
+        for c in list(self.clients.by_id.values()):
+            c.stop_heartbeats()
+        if self.channels is not None:
+            for ch in self.channels.channels.values():
+                ch.stop_timers()
+                for s in self._all_subs(ch):
+                    s.cancel_timer()
+        if self.store is not None:
+            await self.store.close()
+        if self.conn is not None:
+            await self.conn.close()
+        if self.natsd is not None:
+            await self.natsd.stop()
+
+    @staticmethod
+    def _all_subs(ch: Channel) -> list[Subscription]:
+        out = list(ch.plain)
+        out.extend(d for d in ch.durables.values() if d.client is None)
+        for g in ch.queues.values():
+            out.extend(g.members)
+            if g.shadow is not None:
+                out.append(g.shadow)
+        return out
+
+    # ================================================================ helpers
+    def _respond(self, reply: str, msg: Any) -> None:
+        if reply:
+            self.conn.publish(reply, msg.SerializeToString())
+
+    def lookup_or_create_channel(self, name: str) -> Channel:
+        ch, created = self.channels.lookup_or_create(name)
+        if created:
+            self.log.debug(f'Channel "{name}" has been created')
+            self._arm_inactivity(ch)
+        return ch
+
+    def after_publish(self, ch: Channel) -> None:
+        """Called by the I/O path after a batch stored messages in ``ch``."""
+        ch.last_activity = ch.last_ts
+        if ch.msgs.limits.max_age > 0 and ch.age_handle is None:
+            self._arm_age(ch, ch.msgs.limits.max_age)
+
+    def _arm_age(self, ch: Channel, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        ch.age_handle = loop.call_later(delay, self.io.call, self._expire_channel, ch)
+
+    def _expire_channel(self, ch: Channel) -> None:
+        ch.age_handle = None
+        if self.channels.get(ch.name) is not ch:
+            return
+        nxt = ch.msgs.expire(time.time_ns())
+        if nxt is not None:
+            self._arm_age(ch, nxt)
+
+    def _arm_inactivity(self, ch: Channel, delay: float | None = None) -> None:
+        mi = ch.msgs.limits.max_inactivity
+        if mi <= 0 or self._shutdown:
+            return
+        if ch.inactivity_handle is not None:
+            ch.inactivity_handle.cancel()
+        loop = asyncio.get_running_loop()
+        ch.inactivity_handle = loop.call_later(
+            mi if delay is None else delay, self.io.acall, self._check_inactive, ch
+        )
+
+    async def _check_inactive(self, ch: Channel) -> None:
+        ch.inactivity_handle = None
+        if self.channels.get(ch.name) is not ch or ch.has_active_subs():
+            return
+        mi = ch.msgs.limits.max_inactivity
+        idle = (time.time_ns() - ch.last_activity) / 1e9 if ch.last_activity else mi
+        if ch.last_activity and idle < mi:
+            self._arm_inactivity(ch, mi - idle)
+            return
+        ch.deleting = True
+        try:
+            self.store.delete_channel(ch.name)
+            await self.store.flush()
+        except StoreError as e:
+            self.log.error(f'Unable to delete channel "{ch.name}": {e}')
+            ch.deleting = False
+            return
+        for s in self._all_subs(ch):
+            s.cancel_timer()
+        self.channels.remove(ch.name)
+        self.log.info(f'Channel "{ch.name}" has been deleted due to inactivity')
+
+    # ================================================================ connect
+    def _on_connect(self, subject: str, reply: str, payload: bytes) -> None:
+        self.io.acall(self._handle_connect, payload, reply)
+
+    async def _handle_connect(self, payload: bytes, reply: str) -> None:
+        try:
+            req = pb.ConnectRequest.FromString(payload)
+        except DecodeError:
+            req = None
+        if req is None or not req.heartbeatInbox:
+            self.log.error(f"Invalid connection request: {payload[:64]!r}")
+            self._respond(reply, pb.ConnectResponse(error=ERR_INVALID_CONN_REQ))
+            return
+        if not valid_client_id(req.clientID):
+            self._respond(reply, pb.ConnectResponse(error=ERR_INVALID_CLIENT_ID))
+            return
+        cid = req.clientID
+        existing = self.clients.get(cid)
+        if existing is not None:
+            if cid in self.clients.checking:
+                self._respond(reply, pb.ConnectResponse(error=ERR_CLIENT_REGISTERED))
+                return
+            self.clients.checking.add(cid)
+            asyncio.get_running_loop().create_task(self._probe_duplicate(existing, req, reply))
+            return
+        await self._register_client(req, reply)
+
+    async def _probe_duplicate(self, old: Client, req: pb.ConnectRequest, reply: str) -> None:
+        """Ask the registered client's heartbeat inbox whether it is still alive."""
+        alive = True
+        try:
+            await self.conn.request(old.hb_inbox, b"", DUP_CHECK_TIMEOUT)
+        except (TimeoutError, NoRespondersError):
+            alive = False
+        except NatsError:
+            alive = True
+        if alive:
+            self.clients.checking.discard(req.clientID)
+            self.log.error(f"[Client:{req.clientID}] Connect failed; already connected")
+            self._respond(reply, pb.ConnectResponse(error=ERR_CLIENT_REGISTERED))
+            return
+        self.io.acall(self._replace_client, old, req, reply)
+
+    async def _replace_client(self, old: Client, req: pb.ConnectRequest, reply: str) -> None:
+        self.clients.checking.discard(req.clientID)
+        if self.clients.get(old.id) is old:
+            self.log.debug(f"[Client:{old.id}] Replacing old client (heartbeat probe failed)")
+            await self._close_client(old)
+        if self.clients.get(req.clientID) is not None:
+            self._respond(reply, pb.ConnectResponse(error=ERR_CLIENT_REGISTERED))
+            return
+        await self._register_client(req, reply)
+
+    async def _register_client(self, req: pb.ConnectRequest, reply: str) -> None:
+        info = spb.ClientInfo(
+            ID=req.clientID,
+            HbInbox=req.heartbeatInbox,
+            ConnID=req.connID,
+            Protocol=req.protocol,
+            PingInterval=req.pingInterval,
+            PingMaxOut=req.pingMaxOut,
+        )
+        try:
+            self.store.add_client(info)
+            await self.store.flush()
+        except StoreError as e:
+            self._respond(reply, pb.ConnectResponse(error=str(e)))
+            return
+        client = Client(
+            id=req.clientID,
+            hb_inbox=req.heartbeatInbox,
+            conn_id=req.connID,
+            protocol=req.protocol,
+            ping_interval=req.pingInterval,
+            ping_max_out=req.pingMaxOut,
+        )
+        self.clients.add(client)
+        self._arm_heartbeat(client, self.sopts.hb_interval)
+        info_ = self.info
+        resp = pb.ConnectResponse(
+            pubPrefix=info_.Publish,
+            subRequests=info_.Subscribe,
+            unsubRequests=info_.Unsubscribe,
+            closeRequests=info_.Close,
+            subCloseRequests=info_.SubClose,
+            protocol=1,
+        )
+        if req.protocol >= 1:
+            resp.pingRequests = info_.Discovery + ".pings"
+            resp.pingInterval = req.pingInterval
+            resp.pingMaxOut = req.pingMaxOut
+        self._respond(reply, resp)
+        self.log.debug(f"[Client:{client.id}] Connected (Inbox={client.hb_inbox})")
+
+    # ================================================================ heartbeats
+    def _arm_heartbeat(self, client: Client, delay: float) -> None:
+        if self._shutdown or client.closed:
+            return
+        if client.hb_handle is not None:
+            client.hb_handle.cancel()
+        loop = asyncio.get_running_loop()
+        client.hb_handle = loop.call_later(delay, self._heartbeat, client)
+
+    def _heartbeat(self, client: Client) -> None:
+        client.hb_handle = None
+        if client.closed or self._shutdown:
+            return
+        client.hb_task = asyncio.get_running_loop().create_task(self._heartbeat_probe(client))
+
+    async def _heartbeat_probe(self, client: Client) -> None:
+        s = self.sopts
+        try:
+            await self.conn.request(client.hb_inbox, b"", s.hb_timeout)
+            ok = True
+        except (TimeoutError, NatsError):
+            ok = False
+        if client.closed:
+            return
+        if ok:
+            if client.failed_hb:
+                client.failed_hb = 0
+                self._flag_failed_hb(client, False)
+        else:
+            client.failed_hb += 1
+            if client.failed_hb == 1:
+                self._flag_failed_hb(client, True)
+            self.log.debug(
+                f"[Client:{client.id}] Timed out on heartbeats (count={client.failed_hb})"
+            )
+            if client.failed_hb > s.hb_fail_count:
+                self.log.info(f"[Client:{client.id}] Timed out on heartbeats, closing")
+                self.io.acall(self._close_client_if_current, client)
+                return
+        self._arm_heartbeat(client, s.hb_interval)
+
+    def _flag_failed_hb(self, client: Client, failed: bool) -> None:
+        for sub in client.subs:
+            sub.failed_hb = failed
+
+    async def _close_client_if_current(self, client: Client) -> None:
+        if self.clients.get(client.id) is client:
+            await self._close_client(client)
+
+    # ================================================================ pings
+    def _on_ping(self, subject: str, reply: str, payload: bytes) -> None:
+        if not payload or not reply:
+            return
+        try:
+            ping = pb.Ping.FromString(payload)
+        except DecodeError:
+            return
+        client = self.clients.by_conn_id(ping.connID)
+        if client is None:
+            self.conn.publish(reply, _PING_REPLACED)
+            return
+        self.conn.publish(reply, b"")
+        if client.failed_hb:
+            self._arm_heartbeat(client, 0.001)
+
+    # ================================================================ publish
+    def _on_publish(self, subject: str, reply: str, payload: bytes) -> None:
+        try:
+            pm = pb.PubMsg.FromString(payload)
+        except DecodeError:
+            self.log.error(f"Unable to decode publish message on {subject}")
+            if reply:
+                self.conn.publish(reply, encode_puback("", ERR_INVALID_PUB_REQ))
+            return
+        self.in_msgs += 1
+        self.in_bytes += len(payload)
+        if pm.connID:
+            client = self.clients.by_conn.get(pm.connID)
+        else:
+            client = self.clients.by_id.get(pm.clientID)
+        if client is None or not pm.guid or not valid_channel(pm.subject):
+            if reply:
+                self.conn.publish(reply, encode_puback(pm.guid, ERR_INVALID_PUB_REQ))
+            return
+        self.io.publish(pm, reply)
+
+    # ================================================================ subscribe
+    def _on_subscribe(self, subject: str, reply: str, payload: bytes) -> None:
+        self.io.acall(self._handle_subscribe, payload, reply)
+
+    def _sub_error(self, reply: str, err: str) -> None:
+        self._respond(reply, pb.SubscriptionResponse(error=err))
+
+    async def _handle_subscribe(self, payload: bytes, reply: str) -> None:
+        try:
+            req = pb.SubscriptionRequest.FromString(payload)
+        except DecodeError:
+            self._sub_error(reply, ERR_INVALID_SUB_REQ)
+            return
+        err = ""
+        if not req.clientID:
+            err = ERR_MISSING_CLIENT
+        elif req.ackWaitInSecs <= 0:
+            err = ERR_INVALID_ACK_WAIT
+        elif req.maxInFlight <= 0:
+            err = ERR_INVALID_MAX_INFLIGHT
+        elif not 0 <= int(req.startPosition) <= 4:
+            err = ERR_INVALID_START
+        elif not valid_channel(req.subject):
+            err = ERR_INVALID_SUBJECT
+        if err:
+            self._sub_error(reply, err)
+            return
+        client = self.clients.get(req.clientID)
+        if client is None:
+            self._sub_error(reply, ERR_UNKNOWN_CLIENT)
+            return
+        if req.qGroup and req.durableName and ":" in req.durableName:
+            self._sub_error(reply, ERR_DURABLE_QUEUE_COLON)
+            return
+        try:
+            ch = self.lookup_or_create_channel(req.subject)
+        except (StoreError, ValueError) as e:
+            self._sub_error(reply, str(e))
+            return
+        try:
+            sub, resumed = await self._create_or_resume(ch, client, req)
+        except (StoreError, ValueError) as e:
+            self._sub_error(reply, str(e))
+            if not ch.has_active_subs():
+                self._arm_inactivity(ch)
+            return
+        await ch.subs_store.flush()
+        self._attach(sub, client)
+        if ch.inactivity_handle is not None:
+            ch.inactivity_handle.cancel()
+            ch.inactivity_handle = None
+        self._respond(reply, pb.SubscriptionResponse(ackInbox=sub.ack_inbox))
+        sub.initialized = True
+        self.log.debug(
+            f"[Client:{client.id}] Started new subscription, subject={ch.name} "
+            f"inbox={sub.inbox} queue={sub.qgroup} durable={sub.durable_name} "
+            f"subid={sub.id} sent={sub.last_sent}"
+        )
+        if resumed:
+            self.deliverer.redeliver_pending_now(sub)
+        self.io.deliver_later(sub.group if sub.group is not None else sub)
+
+    def _fill(self, sub: Subscription, client: Client, req: pb.SubscriptionRequest) -> None:
+        sub.client_id = client.id
+        sub.client = client
+        sub.inbox = req.inbox
+        sub.ack_inbox = "_INBOX." + next_nuid()
+        sub.max_inflight = req.maxInFlight
+        sub.ack_wait = req.ackWaitInSecs
+        sub.stalled = len(sub.pending) >= sub.max_inflight
+        sub.failed_hb = client.failed_hb > 0
+
+    async def _create_or_resume(
+        self, ch: Channel, client: Client, req: pb.SubscriptionRequest
+    ) -> tuple[Subscription, bool]:
+        store = ch.subs_store
+        if req.qGroup:
+            gname = f"{req.durableName}:{req.qGroup}" if req.durableName else req.qGroup
+            group = ch.queues.get(gname)
+            if group is not None and group.shadow is not None and not group.members:
+                sub = group.shadow
+                self._fill(sub, client, req)
+                sub.last_sent = max(sub.last_sent, group.last_sent)
+                store.update_sub(sub.to_state())
+                group.shadow = None
+                group.members.append(sub)
+                sub.group = group
+                return sub, True
+            sub = Subscription(ch)
+            self._fill(sub, client, req)
+            sub.qgroup = gname
+            sub.is_durable = bool(req.durableName)
+            sub.last_sent = (
+                group.last_sent if group is not None else self._start_position(ch, req)
+            )
+            state = sub.to_state()
+            store.create_sub(state)
+            sub.id = state.ID
+            if group is None:
+                group = QueueGroup(gname, ch, bool(req.durableName))
+                group.last_sent = sub.last_sent
+                ch.queues[gname] = group
+            group.members.append(sub)
+            sub.group = group
+            return sub, False
+        if req.durableName:
+            key = f"{client.id}-{ch.name}-{req.durableName}"
+            existing = ch.durables.get(key)
+            if existing is not None and existing.client is not None:
+                if not self.sopts.replace_durable:
+                    raise ValueError(ERR_DUP_DURABLE)
+                self._remove_sub(existing, unsubscribe=False)
+            if existing is not None:
+                self._fill(existing, client, req)
+                existing.is_closed = False
+                store.update_sub(existing.to_state())
+                return existing, True
+            sub = Subscription(ch)
+            self._fill(sub, client, req)
+            sub.durable_name = req.durableName
+            sub.is_durable = True
+            sub.last_sent = self._start_position(ch, req)
+            state = sub.to_state()
+            store.create_sub(state)
+            sub.id = state.ID
+            ch.durables[key] = sub
+            return sub, False
+        sub = Subscription(ch)
+        self._fill(sub, client, req)
+        sub.last_sent = self._start_position(ch, req)
+        state = sub.to_state()
+        store.create_sub(state)
+        sub.id = state.ID
+        return sub, False
+
+    @staticmethod
+    def _start_position(ch: Channel, req: pb.SubscriptionRequest) -> int:
+        """The initial lastSent of a new subscription (protocol.md §7.1)."""
+        msgs = ch.msgs
+        first, last = msgs.first_sequence(), msgs.last_sequence()
+        pos = int(req.startPosition)
+        if pos == pb.NewOnly:
+            return last
+        if pos == pb.LastReceived:
+            return last - 1 if last > 0 else 0
+        if pos == pb.TimeDeltaStart:
+            seq = msgs.get_sequence_from_timestamp(time.time_ns() - req.startTimeDelta)
+            return seq - 1 if seq > 0 else 0
+        if pos == pb.SequenceStart:
+            s = req.startSequence
+            if s < first:
+                return first - 1
+            if s > last:
+                return last
+            return s - 1 if s > 0 else 0
+        return first - 1 if first > 0 else 0  # First
+
+    def _attach(self, sub: Subscription, client: Client) -> None:
+        ch = sub.channel
+        sub.ack_sid = self.conn.subscribe(
+            sub.ack_inbox, lambda _s, _r, payload: self._on_ack(sub, payload)
+        )
+        ch.by_ack[sub.ack_inbox] = sub
+        client.subs.append(sub)
+        if sub.group is None:
+            ch.plain.append(sub)
+
+    def _on_ack(self, sub: Subscription, payload: bytes) -> None:
+        try:
+            ack = pb.Ack.FromString(payload)
+        except DecodeError:
+            self.log.error(f"Unable to decode ack on {sub.ack_inbox}")
+            return
+        if ack.subject != sub.channel.name:
+            return
+        self.io.ack(sub, ack.sequence)
+
+    def _schedule_redelivery(self, sub: Subscription) -> None:
+        self.io.call(self.deliverer.redeliver, sub)
+
+    # ================================================================ unsubscribe
+    def _on_unsubscribe(self, subject: str, reply: str, payload: bytes) -> None:
+        self.io.acall(self._handle_unsubscribe, payload, reply, False)
+
+    def _on_subclose(self, subject: str, reply: str, payload: bytes) -> None:
+        self.io.acall(self._handle_unsubscribe, payload, reply, True)
+
+    async def _handle_unsubscribe(self, payload: bytes, reply: str, close: bool) -> None:
+        try:
+            req = pb.UnsubscribeRequest.FromString(payload)
+        except DecodeError:
+            self._sub_error(reply, ERR_INVALID_UNSUB_REQ)
+            return
+        ch = self.channels.get(req.subject)
+        if ch is None:
+            self._sub_error(reply, ERR_UNKNOWN_CHANNEL)
+            return
+        sub = ch.by_ack.get(req.inbox)
+        if sub is None:
+            for s in ch.by_ack.values():
+                if s.inbox == req.inbox:
+                    sub = s
+                    break
+        if sub is None:
+            self._sub_error(reply, ERR_INVALID_SUB)
+            return
+        if sub.client is None or sub.client.id != req.clientID:
+            self._sub_error(reply, ERR_UNKNOWN_CLIENT)
+            return
+        what = "Closing" if close else "Unsubscribing"
+        self.log.debug(
+            f"[Client:{req.clientID}] {what} subscription subject={ch.name} "
+            f"inbox={sub.inbox} durable={sub.durable_name} subid={sub.id}"
+        )
+        try:
+            self._remove_sub(sub, unsubscribe=not close)
+            await ch.subs_store.flush()
+        except StoreError as e:
+            self._sub_error(reply, str(e))
+            return
+        self._respond(reply, pb.SubscriptionResponse())
+
+    def _remove_sub(self, sub: Subscription, unsubscribe: bool) -> None:
+        """Take a subscription off line: gone, or kept as an offline durable or
+        a durable queue group's shadow (protocol.md §9)."""
+        ch = sub.channel
+        store = ch.subs_store
+        sub.cancel_timer()
+        if sub.ack_sid:
+            self.conn.unsubscribe(sub.ack_sid)
+            sub.ack_sid = 0
+        ch.by_ack.pop(sub.ack_inbox, None)
+        client = sub.client
+        if client is not None and sub in client.subs:
+            client.subs.remove(sub)
+        sub.client = None
+        sub.initialized = False
+        group = sub.group
+        if group is not None:
+            if sub in group.members:
+                group.members.remove(sub)
+            group.last_sent = max(group.last_sent, sub.last_sent)
+            if group.members:
+                store.delete_sub(sub.id)
+                self.deliverer.transfer_pending(sub, group)
+                self.io.deliver_later(group)
+            elif group.durable and not unsubscribe:
+                sub.client_id = ""
+                sub.last_sent = group.last_sent
+                sub.stalled = False
+                store.update_sub(sub.to_state())
+                group.shadow = sub
+            else:
+                store.delete_sub(sub.id)
+                ch.queues.pop(group.name, None)
+        else:
+            if sub in ch.plain:
+                ch.plain.remove(sub)
+            if sub.is_durable and not unsubscribe:
+                sub.is_closed = True
+                sub.stalled = False
+                store.update_sub(sub.to_state())
+            else:
+                store.delete_sub(sub.id)
+                if sub.is_durable:
+                    key = sub.durable_key
+                    if ch.durables.get(key) is sub:
+                        del ch.durables[key]
+        if not ch.has_active_subs():
+            self._arm_inactivity(ch)
+
+    # ================================================================ close
+    def _on_close(self, subject: str, reply: str, payload: bytes) -> None:
+        self.io.acall(self._handle_close, payload, reply)
+
+    async def _handle_close(self, payload: bytes, reply: str) -> None:
+        try:
+            req = pb.CloseRequest.FromString(payload)
+        except DecodeError:
+            self._respond(reply, pb.CloseResponse(error=ERR_INVALID_CLOSE_REQ))
+            return
+        client = self.clients.get(req.clientID)
+        if client is None:
+            self._respond(reply, pb.CloseResponse(error=ERR_UNKNOWN_CLIENT))
+            return
+        try:
+            await self._close_client(client)
+        except StoreError as e:
+            self._respond(reply, pb.CloseResponse(error=str(e)))
+            return
+        self._respond(reply, pb.CloseResponse())
+
+    async def _close_client(self, client: Client) -> None:
+        self.clients.remove(client.id)
+        self.store.delete_client(client.id)
+        chans: dict[Channel, None] = {}
+        for sub in list(client.subs):
+            chans[sub.channel] = None
+            self._remove_sub(sub, unsubscribe=False)
+        for ch in chans:
+            await ch.subs_store.flush()
+        await self.store.flush()
+        self.log.debug(f"[Client:{client.id}] Closed")
+

@@ -1,0 +1,383 @@
+"""Subscriptions, queue groups, and everything about handing messages out:
+delivery, MaxInFlight stalls, acks, and AckWait redelivery.
+
+All of it runs on the server's ordered I/O path, so none of it awaits: a
+delivery is a lookup in the channel's store and a buffered publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from nss.pb import spb_pb2 as spb
+
+if TYPE_CHECKING:
+    from nss.server.channels import Channel
+    from nss.server.clients import Client
+
+# A redelivery is due when its deadline is this close (protocol.md §8.5).
+_DUE_SLACK = 0.015
+# Pending messages handed over by a departing queue member go out this fast.
+_TRANSFER_DELAY = 0.1
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def mark_redelivered(data: bytes, count: int) -> bytes:
+    """Set MsgProto.redelivered and redeliveryCount on an encoded message.
+
+    Stored messages never carry fields 6 and 7, and a later occurrence of a
+    scalar field wins in protobuf, so appending them is a valid encoding and
+    avoids a decode/encode round trip."""
+    return data + b"\x30\x01\x38" + _varint(count)
+
+
+class Subscription:
+    """A STAN subscription; its persisted form is ``to_state()``."""
+
+    __slots__ = (
+        "id",
+        "client_id",
+        "qgroup",
+        "inbox",
+        "ack_inbox",
+        "max_inflight",
+        "ack_wait",
+        "durable_name",
+        "is_durable",
+        "is_closed",
+        "last_sent",
+        "channel",
+        "client",
+        "group",
+        "pending",
+        "stalled",
+        "initialized",
+        "ack_sid",
+        "timer",
+        "redeliveries",
+        "failed_hb",
+    )
+
+    def __init__(self, channel: Channel) -> None:
+        self.id = 0
+        self.client_id = ""
+        self.qgroup = ""
+        self.inbox = ""
+        self.ack_inbox = ""
+        self.max_inflight = 1
+        self.ack_wait = 30
+        self.durable_name = ""
+        self.is_durable = False
+        self.is_closed = False
+        self.last_sent = 0
+        self.channel = channel
+        self.client: Client | None = None
+        self.group: QueueGroup | None = None
+        # seq -> wall-clock deadline (0 = unknown, e.g. after recovery)
+        self.pending: dict[int, float] = {}
+        self.stalled = False
+        self.initialized = False
+        self.ack_sid = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.redeliveries: dict[int, int] = {}
+        self.failed_hb = False
+
+    @property
+    def durable_key(self) -> str:
+        return f"{self.client_id}-{self.channel.name}-{self.durable_name}"
+
+    @property
+    def online(self) -> bool:
+        return self.client is not None
+
+    def to_state(self) -> spb.SubState:
+        return spb.SubState(
+            ID=self.id,
+            clientID=self.client_id,
+            qGroup=self.qgroup,
+            inbox=self.inbox,
+            ackInbox=self.ack_inbox,
+            maxInFlight=self.max_inflight,
+            ackWaitInSecs=self.ack_wait,
+            durableName=self.durable_name,
+            lastSent=self.last_sent,
+            isDurable=self.is_durable,
+            isClosed=self.is_closed,
+        )
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class QueueGroup:
+    def __init__(self, name: str, channel: Channel, durable: bool) -> None:
+        self.name = name  # stored form: "durable:group" for durable groups
+        self.channel = channel
+        self.durable = durable
+        self.members: list[Subscription] = []
+        self.last_sent = 0
+        # the offline record of a durable group whose members all closed
+        self.shadow: Subscription | None = None
+        self.redeliveries: dict[int, int] = {}
+
+    def pick(self, forced: bool = False) -> Subscription | None:
+        """The member that gets the next message (protocol.md §8.4).
+
+        Fewest pending among healthy, unstalled members, first on ties; the
+        chosen head of the list rotates to the end, which makes equal loads
+        round-robin. ``forced`` (redelivery) ignores stalls."""
+        members = self.members
+        best: Subscription | None = None
+        best_n = 0
+        for m in members:
+            if m.failed_hb or (m.stalled and not forced):
+                continue
+            n = len(m.pending)
+            if best is None or n < best_n:
+                best, best_n = m, n
+        if best is None:
+            for m in members:
+                if forced or not m.stalled:
+                    best = m
+                    break
+        if best is not None and len(members) > 1 and members[0] is best:
+            members.append(members.pop(0))
+        return best
+
+
+class Deliverer:
+    """Sends messages to subscriptions; owns the redelivery timers.
+
+    ``publish`` is the server connection's buffered publish; ``schedule``
+    puts a redelivery pass on the I/O path when a timer fires."""
+
+    def __init__(
+        self,
+        publish: Callable[[str, bytes], None],
+        schedule: Callable[[Subscription], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._publish = publish
+        self._schedule = schedule
+        self._loop = loop
+        self.out_msgs = 0
+        self.out_bytes = 0
+        self.redelivered = 0
+
+    # -------------------------------------------------------------- sending
+    def _send(self, sub: Subscription, seq: int, data: bytes, now: float) -> None:
+        self._publish(sub.inbox, data)
+        self.out_msgs += 1
+        self.out_bytes += len(data)
+        if seq not in sub.pending:
+            sub.channel.subs_store.add_seq_pending(sub.id, seq)
+            if seq > sub.last_sent:
+                sub.last_sent = seq
+            sub.pending[seq] = now + sub.ack_wait
+            if sub.timer is None:
+                self._arm(sub, sub.ack_wait)
+        if len(sub.pending) >= sub.max_inflight:
+            sub.stalled = True
+
+    def deliver_sub(self, sub: Subscription) -> None:
+        """Send what a plain subscription has not seen yet, up to MaxInFlight."""
+        if not sub.initialized or sub.client is None or sub.stalled:
+            return
+        if sub.group is not None:
+            self.deliver_group(sub.group)
+            return
+        msgs = sub.channel.msgs
+        last = msgs.last_sequence()
+        seq = sub.last_sent + 1
+        if seq > last:
+            return
+        first = msgs.first_sequence()
+        if seq < first:
+            seq = first
+        now = time.time()
+        lookup = msgs.lookup
+        while seq <= last:
+            if len(sub.pending) >= sub.max_inflight:
+                sub.stalled = True
+                return
+            data = lookup(seq)
+            if data is not None:
+                self._send(sub, seq, data, now)
+            elif seq > sub.last_sent:
+                sub.last_sent = seq
+            seq += 1
+            if sub.stalled:
+                return
+
+    def deliver_group(self, group: QueueGroup) -> None:
+        if not group.members:
+            return
+        msgs = group.channel.msgs
+        last = msgs.last_sequence()
+        seq = group.last_sent + 1
+        if seq > last:
+            return
+        first = msgs.first_sequence()
+        if seq < first:
+            seq = first
+        now = time.time()
+        while seq <= last:
+            m = group.pick()
+            if m is None or not m.initialized:
+                return
+            if m.stalled:
+                return
+            data = msgs.lookup(seq)
+            if data is not None:
+                self._send(m, seq, data, now)
+            group.last_sent = seq
+            seq += 1
+
+    def deliver_channel(self, ch: Channel) -> None:
+        for sub in ch.plain:
+            if not sub.stalled:
+                self.deliver_sub(sub)
+        for g in ch.queues.values():
+            self.deliver_group(g)
+
+    # -------------------------------------------------------------- acks
+    def ack(self, sub: Subscription, seq: int) -> bool:
+        """Process an Ack; True when the sub (or its group) can take more."""
+        owner = sub
+        if seq in sub.pending:
+            del sub.pending[seq]
+        elif sub.group is not None:
+            for m in sub.group.members:
+                if seq in m.pending:
+                    del m.pending[seq]
+                    owner = m
+                    break
+            else:
+                return False
+        else:
+            return False
+        owner.channel.subs_store.ack_seq_pending(owner.id, seq)
+        counts = owner.group.redeliveries if owner.group is not None else owner.redeliveries
+        counts.pop(seq, None)
+        if not owner.pending:
+            owner.cancel_timer()
+        if owner.stalled and len(owner.pending) < owner.max_inflight:
+            owner.stalled = False
+            return True
+        return False
+
+    # -------------------------------------------------------------- redelivery
+    def _arm(self, sub: Subscription, delay: float) -> None:
+        sub.cancel_timer()
+        sub.timer = self._loop.call_later(max(delay, 0.0), self._schedule, sub)
+
+    def redeliver_pending_now(self, sub: Subscription) -> None:
+        """Resend everything pending (resumed durables, rejoined groups) at once."""
+        if not sub.pending or sub.client is None:
+            return
+        now = time.time()
+        msgs = sub.channel.msgs
+        for seq in sorted(sub.pending):
+            data = msgs.lookup(seq)
+            if data is None:
+                self._implicit_ack(sub, seq)
+                continue
+            self._resend(sub, seq, data, now)
+        if sub.pending:
+            self._arm(sub, sub.ack_wait)
+        else:
+            sub.cancel_timer()
+
+    def _implicit_ack(self, sub: Subscription, seq: int) -> None:
+        sub.pending.pop(seq, None)
+        sub.channel.subs_store.ack_seq_pending(sub.id, seq)
+
+    def _resend(self, sub: Subscription, seq: int, data: bytes, now: float) -> None:
+        counts = sub.group.redeliveries if sub.group is not None else sub.redeliveries
+        n = counts.get(seq, 0) + 1
+        counts[seq] = n
+        out = mark_redelivered(data, n)
+        self._publish(sub.inbox, out)
+        self.out_msgs += 1
+        self.out_bytes += len(out)
+        self.redelivered += 1
+        sub.pending[seq] = now + sub.ack_wait
+        if len(sub.pending) >= sub.max_inflight:
+            sub.stalled = True
+
+    def redeliver(self, sub: Subscription) -> None:
+        """A redelivery pass: resend every pending message whose AckWait ran out."""
+        sub.timer = None
+        if not sub.pending or sub.client is None:
+            return
+        if sub.group is None and sub.failed_hb:
+            self._arm(sub, sub.ack_wait)
+            return
+        now = time.time()
+        msgs = sub.channel.msgs
+        ack_wait = sub.ack_wait
+        # entries recovered without a deadline get message timestamp + AckWait
+        for seq, exp in list(sub.pending.items()):
+            if exp == 0:
+                ts = msgs.timestamp_of(seq)
+                sub.pending[seq] = (ts / 1e9 if ts else now) + ack_wait
+        due = sorted(
+            (exp, seq) for seq, exp in sub.pending.items() if exp <= now + _DUE_SLACK
+        )
+        group = sub.group
+        for _, seq in due:
+            if seq not in sub.pending:
+                continue
+            data = msgs.lookup(seq)
+            if data is None:
+                self._implicit_ack(sub, seq)
+                continue
+            target = sub
+            if group is not None and len(group.members) > 1:
+                best = group.pick(forced=True)
+                if best is not None and best is not sub:
+                    target = best
+                    self._implicit_ack(sub, seq)
+                    target.channel.subs_store.add_seq_pending(target.id, seq)
+            self._resend(target, seq, data, now)
+            if target is not sub and target.timer is None:
+                self._arm(target, target.ack_wait)
+        self.rearm(sub, now)
+
+    def rearm(self, sub: Subscription, now: float | None = None) -> None:
+        if not sub.pending:
+            sub.cancel_timer()
+            return
+        if now is None:
+            now = time.time()
+        nxt = min(sub.pending.values())
+        self._arm(sub, nxt - now if nxt > now else sub.ack_wait)
+
+    def transfer_pending(self, leaving: Subscription, group: QueueGroup) -> None:
+        """Hand a departing member's unacked messages to the others, due now."""
+        if not leaving.pending or not group.members:
+            return
+        members = group.members
+        for i, seq in enumerate(sorted(leaving.pending)):
+            m = members[i % len(members)]
+            m.pending[seq] = 1.0  # long past: due at the next pass
+            m.channel.subs_store.add_seq_pending(m.id, seq)
+            if len(m.pending) >= m.max_inflight:
+                m.stalled = True
+        leaving.pending.clear()
+        for m in members:
+            if m.pending:
+                self._arm(m, _TRANSFER_DELAY)

@@ -1,0 +1,200 @@
+"""The store contract every backend (MEMORY, FILE, SQL) implements.
+
+Messages cross this interface as encoded ``MsgProto`` bytes: the FILE store
+writes exactly those bytes into its ``.dat`` records and the SQL store into
+``Messages.data``, so the server encodes a message once and never decodes it
+again on the delivery path.
+
+Writes are buffered by the stores and made durable by ``flush``; the server's
+I/O path calls ``flush`` once per channel per batch before it sends PubAcks.
+Everything else is synchronous so that the hot path does not await per
+message.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from nss.options import ChannelLimits, StoreLimits
+from nss.pb import spb_pb2 as spb
+
+ERR_TOO_MANY_CHANNELS = "too many channels"
+ERR_TOO_MANY_SUBS = "too many subscriptions per channel"
+ERR_ALREADY_EXISTS = "already exists"
+ERR_NOT_FOUND = "not found"
+
+
+class StoreError(Exception):
+    """A store failure whose text is passed through to clients, as in Go."""
+
+
+@dataclass
+class RecoveredSubscription:
+    sub: spb.SubState
+    pending: set[int] = field(default_factory=set)
+
+
+@dataclass
+class RecoveredChannel:
+    channel: ChannelStore
+    subscriptions: list[RecoveredSubscription] = field(default_factory=list)
+
+
+@dataclass
+class RecoveredState:
+    info: spb.ServerInfo
+    clients: list[spb.ClientInfo] = field(default_factory=list)
+    channels: dict[str, RecoveredChannel] = field(default_factory=dict)
+
+
+class MsgStore(ABC):
+    """Messages of one channel, keyed by the sequence the server assigns."""
+
+    limits: ChannelLimits
+
+    @abstractmethod
+    def store(self, seq: int, timestamp: int, data: bytes) -> None:
+        """Append an encoded MsgProto; enforce count/bytes limits."""
+
+    @abstractmethod
+    def lookup(self, seq: int) -> bytes | None:
+        """Encoded MsgProto, or None when absent, expired or out of range."""
+
+    @abstractmethod
+    def first_sequence(self) -> int: ...
+
+    @abstractmethod
+    def last_sequence(self) -> int: ...
+
+    @abstractmethod
+    def timestamp_of(self, seq: int) -> int | None: ...
+
+    @abstractmethod
+    def state(self) -> tuple[int, int]:
+        """(message count, bytes) as the monitoring endpoints report them."""
+
+    def get_sequence_from_timestamp(self, ts: int) -> int:
+        """First sequence whose timestamp is >= ts (store contract §1.3)."""
+        first, last = self.first_sequence(), self.last_sequence()
+        if last == 0:
+            return 0
+        if first > last:
+            return last + 1
+        last_ts = self.timestamp_of(last)
+        if last_ts is None or ts > last_ts:
+            return last + 1
+        lo, hi = first, last
+        while lo < hi:
+            mid = (lo + hi) // 2
+            mts = self.timestamp_of(mid)
+            if mts is None or mts < ts:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    async def flush(self) -> None:
+        """Make buffered messages durable (no-op in memory)."""
+
+    @abstractmethod
+    def expire(self, now_ns: int) -> float | None:
+        """Drop messages older than MaxAge; seconds until the next expiry."""
+
+    @abstractmethod
+    def empty(self) -> None: ...
+
+    def close(self) -> None:
+        pass
+
+
+class SubStore(ABC):
+    """Subscription records of one channel."""
+
+    limits: ChannelLimits
+
+    @abstractmethod
+    def create_sub(self, sub: spb.SubState) -> None:
+        """Enforce MaxSubscriptions, assign ``sub.ID``, persist."""
+
+    @abstractmethod
+    def update_sub(self, sub: spb.SubState) -> None: ...
+
+    @abstractmethod
+    def delete_sub(self, sub_id: int) -> None: ...
+
+    @abstractmethod
+    def add_seq_pending(self, sub_id: int, seq: int) -> None: ...
+
+    @abstractmethod
+    def ack_seq_pending(self, sub_id: int, seq: int) -> None: ...
+
+    async def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class ChannelStore:
+    name: str
+    msgs: MsgStore
+    subs: SubStore
+
+
+class Store(ABC):
+    name: str = ""
+
+    def __init__(self, limits: StoreLimits) -> None:
+        self.limits = limits.clone()
+
+    def get_exclusive_lock(self) -> bool:
+        raise StoreError("not supported")
+
+    @abstractmethod
+    def init(self, info: spb.ServerInfo) -> None: ...
+
+    @abstractmethod
+    def recover(self) -> RecoveredState | None: ...
+
+    @abstractmethod
+    def create_channel(self, name: str) -> ChannelStore: ...
+
+    @abstractmethod
+    def delete_channel(self, name: str) -> None: ...
+
+    @abstractmethod
+    def add_client(self, info: spb.ClientInfo) -> None: ...
+
+    @abstractmethod
+    def delete_client(self, client_id: str) -> None: ...
+
+    async def flush(self) -> None:
+        """Make client/server records durable."""
+
+    async def close(self) -> None:
+        pass
+
+    def channel_limits(self, name: str) -> ChannelLimits:
+        return effective_limits(self.limits, name)
+
+
+def effective_limits(limits: StoreLimits, name: str) -> ChannelLimits:
+    """Limits that apply to channel ``name``.
+
+    Per-channel and wildcard entries (config files) resolve to the narrowest
+    match; without them the global limits apply."""
+    if limits.per_channel:
+        from nss.stores.limits import lookup
+
+        found = lookup(limits, name)
+        if found is not None:
+            return found
+    return ChannelLimits(
+        max_msgs=limits.max_msgs,
+        max_bytes=limits.max_bytes,
+        max_age=limits.max_age,
+        max_subscriptions=limits.max_subscriptions,
+        max_inactivity=limits.max_inactivity,
+    )

@@ -1,0 +1,169 @@
+"""MEMORY store: everything lives in dicts and is gone when the process ends."""
+
+from __future__ import annotations
+
+from nss.log import get_logger
+from nss.options import ChannelLimits, StoreLimits
+from nss.pb import spb_pb2 as spb
+from nss.stores.base import (
+    ERR_ALREADY_EXISTS,
+    ERR_NOT_FOUND,
+    ERR_TOO_MANY_CHANNELS,
+    ERR_TOO_MANY_SUBS,
+    ChannelStore,
+    MsgStore,
+    RecoveredState,
+    Store,
+    StoreError,
+    SubStore,
+)
+
+_log = get_logger()
+
+
+class MemoryMsgStore(MsgStore):
+    """Messages by sequence: ``seq -> (timestamp, encoded MsgProto)``.
+
+    A dict keeps lookups O(1) and dropping the oldest message O(1) (it is
+    always the key ``first``)."""
+
+    def __init__(self, name: str, limits: ChannelLimits) -> None:
+        self.name = name
+        self.limits = limits
+        self._msgs: dict[int, tuple[int, bytes]] = {}
+        self._first = 0
+        self._last = 0
+        self._bytes = 0
+        self._warned = False
+
+    def store(self, seq: int, timestamp: int, data: bytes) -> None:
+        if seq <= self._last:
+            return
+        if self._first == 0 or not self._msgs:
+            self._first = seq
+        self._msgs[seq] = (timestamp, data)
+        self._last = seq
+        self._bytes += len(data)
+        lim = self.limits
+        mm, mb = lim.max_msgs, lim.max_bytes
+        if (mm > 0 and len(self._msgs) > mm) or (mb > 0 and self._bytes > mb):
+            self._enforce(mm, mb)
+
+    def _enforce(self, mm: int, mb: int) -> None:
+        msgs = self._msgs
+        dropped = 0
+        while len(msgs) > 1 and ((mm > 0 and len(msgs) > mm) or (mb > 0 and self._bytes > mb)):
+            _, data = msgs.pop(self._first)
+            self._bytes -= len(data)
+            self._first += 1
+            dropped += 1
+        if dropped and not self._warned:
+            self._warned = True
+            _log.warning(
+                f'Reached limits for store "{self.name}" (msgs={len(msgs)}/{mm} '
+                f"bytes={self._bytes}/{mb}), dropping old messages to make room for new ones"
+            )
+
+    def lookup(self, seq: int) -> bytes | None:
+        m = self._msgs.get(seq)
+        return m[1] if m is not None else None
+
+    def timestamp_of(self, seq: int) -> int | None:
+        m = self._msgs.get(seq)
+        return m[0] if m is not None else None
+
+    def first_sequence(self) -> int:
+        if not self._msgs:
+            return self._last + 1 if self._last else 0
+        return self._first
+
+    def last_sequence(self) -> int:
+        return self._last
+
+    def state(self) -> tuple[int, int]:
+        return len(self._msgs), self._bytes
+
+    def expire(self, now_ns: int) -> float | None:
+        max_age = self.limits.max_age
+        if max_age <= 0 or not self._msgs:
+            return None
+        cutoff = now_ns - int(max_age * 1e9)
+        msgs = self._msgs
+        while msgs:
+            ts, data = msgs[self._first]
+            if ts > cutoff:
+                return (ts - cutoff) / 1e9
+            del msgs[self._first]
+            self._bytes -= len(data)
+            self._first += 1
+        return None
+
+    def empty(self) -> None:
+        self._msgs.clear()
+        self._bytes = 0
+        self._first = self._last + 1 if self._last else 0
+
+
+class MemorySubStore(SubStore):
+    def __init__(self, store: MemoryStore, limits: ChannelLimits) -> None:
+        self._store = store
+        self.limits = limits
+        self._subs: set[int] = set()
+
+    def create_sub(self, sub: spb.SubState) -> None:
+        ms = self.limits.max_subscriptions
+        if ms > 0 and len(self._subs) >= ms:
+            raise StoreError(ERR_TOO_MANY_SUBS)
+        self._store.last_sub_id += 1
+        sub.ID = self._store.last_sub_id
+        self._subs.add(sub.ID)
+
+    def update_sub(self, sub: spb.SubState) -> None:
+        self._subs.add(sub.ID)
+
+    def delete_sub(self, sub_id: int) -> None:
+        self._subs.discard(sub_id)
+
+    def add_seq_pending(self, sub_id: int, seq: int) -> None:
+        pass
+
+    def ack_seq_pending(self, sub_id: int, seq: int) -> None:
+        pass
+
+
+class MemoryStore(Store):
+    name = "MEMORY"
+
+    def __init__(self, limits: StoreLimits) -> None:
+        super().__init__(limits)
+        self.info: spb.ServerInfo | None = None
+        self.channels: dict[str, ChannelStore] = {}
+        self.clients: dict[str, spb.ClientInfo] = {}
+        self.last_sub_id = 0
+
+    def init(self, info: spb.ServerInfo) -> None:
+        self.info = info
+
+    def recover(self) -> RecoveredState | None:
+        return None
+
+    def create_channel(self, name: str) -> ChannelStore:
+        if name in self.channels:
+            raise StoreError(ERR_ALREADY_EXISTS)
+        mc = self.limits.max_channels
+        if mc > 0 and len(self.channels) >= mc:
+            raise StoreError(ERR_TOO_MANY_CHANNELS)
+        limits = self.channel_limits(name)
+        cs = ChannelStore(name, MemoryMsgStore(name, limits), MemorySubStore(self, limits))
+        self.channels[name] = cs
+        return cs
+
+    def delete_channel(self, name: str) -> None:
+        if self.channels.pop(name, None) is None:
+            raise StoreError(ERR_NOT_FOUND)
+
+    def add_client(self, info: spb.ClientInfo) -> None:
+        self.clients[info.ID] = info
+
+    def delete_client(self, client_id: str) -> None:
+        self.clients.pop(client_id, None)
