@@ -50,7 +50,7 @@ class Sub:
         """Assert that no message arrives within ``within`` seconds."""
         try:
             m = await asyncio.wait_for(self.queue.get(), within)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         raise AssertionError(f"unexpected message seq={m.sequence} redelivered={m.redelivered}")
 
