@@ -133,9 +133,8 @@ class NatsConnection:
         self.max_payload = 1024 * 1024
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
-        # parser state
+        # an incomplete tail of the last read, parsed again with the next one
         self._rbuf = bytearray()
-        self._pending_msg: tuple[str, int, str, int, int] | None = None
 
     # ------------------------------------------------------------ connect
     async def connect(self) -> None:
@@ -204,7 +203,6 @@ class NatsConnection:
         self._reader, self._writer = reader, writer
         self.connected = True
         self._rbuf.clear()
-        self._pending_msg = None
         # re-establish subscriptions (reconnect) before anything else is sent
         out = bytearray()
         for sub in self._subs.values():
@@ -292,61 +290,70 @@ class NatsConnection:
 
     # ------------------------------------------------------------ parsing
     def _on_data(self, data: bytes) -> None:
-        buf = self._rbuf
-        buf += data
+        """Parse every complete protocol line and message in what arrived.
+
+        An incomplete tail is kept and parsed again with the next read; a
+        MSG whose payload has not fully arrived is re-parsed from its header
+        line, which is cheaper than carrying parser state between reads."""
+        if self._rbuf:
+            self._rbuf += data
+            buf = bytes(self._rbuf)
+            self._rbuf.clear()
+        else:
+            buf = data
         pos = 0
         n = len(buf)
+        find = buf.find
         subs = self._subs
         while pos < n:
-            pm = self._pending_msg
-            if pm is not None:
-                subject, sid, reply, hdr_len, total = pm
-                end = pos + total
-                if n < end + 2:
-                    break
-                if hdr_len:
-                    hdr = bytes(buf[pos : pos + hdr_len])
-                    payload = bytes(buf[pos + hdr_len : end])
-                else:
-                    hdr = b""
-                    payload = bytes(buf[pos:end])
-                pos = end + 2
-                self._pending_msg = None
-                sub = subs.get(sid)
-                if sub is not None:
-                    if hdr and sid == self._resp_sid:
-                        self._on_response_status(subject, hdr, payload)
-                        continue
-                    try:
-                        sub.cb(subject, reply, payload)
-                    except Exception as e:  # never let a callback break the parser
-                        if self._on_error:
-                            self._on_error(f"callback for {subject} failed: {e!r}")
-                continue
-            i = buf.find(_CRLF, pos)
+            i = find(_CRLF, pos)
             if i < 0:
                 break
-            line = bytes(buf[pos:i])
-            pos = i + 2
-            c = line[:1]
-            if c == b"M" or c == b"H":
-                parts = line.split()
-                if parts[0] == b"MSG":
-                    if len(parts) == 5:
-                        reply = parts[3].decode()
-                    else:
-                        reply = ""
-                    self._pending_msg = (parts[1].decode(), int(parts[2]), reply, 0, int(parts[-1]))
-                else:  # HMSG
-                    reply = parts[3].decode() if len(parts) == 6 else ""
-                    self._pending_msg = (
-                        parts[1].decode(),
-                        int(parts[2]),
-                        reply,
-                        int(parts[-2]),
-                        int(parts[-1]),
+            c = buf[pos]
+            if c == 77:  # MSG <subject> <sid> [reply] <size>
+                parts = buf[pos + 4 : i].split()
+                start = i + 2
+                end = start + int(parts[-1])
+                if end + 2 > n:
+                    break
+                sub = subs.get(int(parts[1]))
+                pos = end + 2
+                if sub is not None:
+                    try:
+                        sub.cb(
+                            parts[0].decode(),
+                            parts[2].decode() if len(parts) == 4 else "",
+                            buf[start:end],
+                        )
+                    except Exception as e:  # never let a callback break the parser
+                        self._callback_failed(parts[0], e)
+            elif c == 72:  # HMSG <subject> <sid> [reply] <hdr size> <total size>
+                parts = buf[pos + 5 : i].split()
+                start = i + 2
+                hdr_end = start + int(parts[-2])
+                end = start + int(parts[-1])
+                if end + 2 > n:
+                    break
+                sid = int(parts[1])
+                sub = subs.get(sid)
+                pos = end + 2
+                if sub is None:
+                    continue
+                subject = parts[0].decode()
+                if sid == self._resp_sid:
+                    self._on_response_status(subject, buf[start:hdr_end], buf[hdr_end:end])
+                    continue
+                try:
+                    sub.cb(
+                        subject,
+                        parts[2].decode() if len(parts) == 5 else "",
+                        buf[hdr_end:end],
                     )
-            elif c == b"P":
+                except Exception as e:
+                    self._callback_failed(parts[0], e)
+            else:
+                line = buf[pos:i]
+                pos = i + 2
                 if line.startswith(b"PING"):
                     self._write(_PONG)
                 elif line.startswith(b"PONG"):
@@ -354,17 +361,21 @@ class NatsConnection:
                         f = self._pongs.pop(0)
                         if not f.done():
                             f.set_result(None)
-            elif c == b"I":
-                try:
-                    self.server_info.update(json.loads(line[5:]))
-                except ValueError:
-                    pass
-            elif c == b"-":
-                if self._on_error:
-                    self._on_error("NATS server: " + line.decode(errors="replace"))
-            # +OK ignored
-        if pos:
-            del buf[:pos]
+                elif line.startswith(b"INFO"):
+                    try:
+                        self.server_info.update(json.loads(line[5:]))
+                    except ValueError:
+                        pass
+                elif line.startswith(b"-ERR"):
+                    if self._on_error:
+                        self._on_error("NATS server: " + line.decode(errors="replace"))
+                # +OK ignored
+        if pos < n:
+            self._rbuf += buf[pos:]
+
+    def _callback_failed(self, subject: bytes, e: Exception) -> None:
+        if self._on_error:
+            self._on_error(f"callback for {subject.decode(errors='replace')} failed: {e!r}")
 
     def _on_response_status(self, subject: str, hdr: bytes, payload: bytes) -> None:
         token = subject[len(self._resp_prefix) :]
