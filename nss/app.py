@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from nss import log
 from nss.cli import UsageError, check_supported, process_command_line
+from nss.config import ConfigError
 from nss.options import Options
 
 
@@ -31,6 +32,16 @@ async def run(opts: Options) -> int:
     server = StanServer(opts)
     loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
+
+    def stop_answering(signum: int, frame: object) -> None:
+        # Runs between bytecodes as soon as the signal arrives, before the
+        # loop reads anything else: stan.js kills the server and at once
+        # expects its next request to time out. The loop still learns of
+        # the signal through asyncio's wakeup fd and calls request_stop.
+        server.stopping = True
+
+    signal.signal(signal.SIGINT, stop_answering)
+    signal.signal(signal.SIGTERM, stop_answering)
     loop.add_signal_handler(signal.SIGUSR1, log.reopen)
     loop.add_signal_handler(
         signal.SIGHUP, lambda: server.natsd.reload() if server.natsd is not None else None
@@ -61,14 +72,39 @@ async def run(opts: Options) -> int:
     return 0
 
 
+def load_config_files(opts: Options, explicit: set[str]) -> None:
+    """Apply -sc/-c (flags given on the command line win) and pick the NATS
+    configuration the embedded server gets (config.md §2.1): -sc alone serves
+    both, -c alone serves both, with both each serves its own module."""
+    sc, c = opts.streaming.stan_config, opts.nats.config_file
+    path = sc or c
+    if not path:
+        return
+    from nss.config_apply import apply_streaming_config, nats_only_config
+    from nss.stores.limits import validate
+
+    apply_streaming_config(opts, path, explicit)
+    validate(opts.streaming.store_limits)
+    nats_file = c or sc
+    if not opts.streaming.nats_server_url:
+        import atexit
+        import shutil
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix="nss-")
+        atexit.register(shutil.rmtree, tmp, True)
+        opts.nats.config_file = nats_only_config(nats_file, tmp) or ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     res = process_command_line(sys.argv[1:] if argv is None else list(argv))
     if isinstance(res, int):
         return res
     opts = res.options
     try:
+        load_config_files(opts, res.explicit)
         check_supported(opts)
-    except UsageError as e:
+    except (UsageError, ConfigError, ValueError) as e:
         print(e, file=sys.stderr)
         return 1
     log.setup(opts)

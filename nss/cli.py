@@ -490,10 +490,6 @@ def check_supported(opts: Options) -> None:
         raise UsageError(
             "solicited routes require cluster capabilities, e.g. --cluster"
         )
-    if st.stan_config or nats.config_file:
-        raise UsageError(
-            "configuration files are not supported yet (-c/--config, -sc/--stan_config)"
-        )
     store = st.store_type.upper()
     if store not in _VALID_STORE_TYPES:
         raise UsageError(f"unsupported store type: {st.store_type}")

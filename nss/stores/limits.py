@@ -1,30 +1,423 @@
-"""Per-channel limits lookup.
+"""Store limits: validation and per-channel inheritance (stores.md §2).
 
-Issue 3 (configuration files) brings per-channel and wildcard entries with
-the Go inheritance rules; until then only literal channel entries are
-honoured, inheriting omitted (0) fields from the global limits and treating
-negative values as unlimited.
+Per-channel entries may be literal channel names or wildcard patterns, and
+an entry's omitted (0) fields are inherited from the next wider matching
+entry.  Which entry counts as "wider" is defined by the Go server's subject
+trie (``util/sublist.go``): the order in which ``Subjects()`` lists entries
+and ``Match()`` returns them decides every parent, including the surprising
+ones of the worked example (``foo.>`` inherits from ``*.*``).  To resolve
+limits exactly like Go we therefore reproduce that trie and its two queries
+verbatim instead of computing a "most specific pattern" ourselves; sibling
+literal tokens are visited in insertion order where Go uses (random) map
+order.
+
+Representation: in ``StoreLimits`` (as the configuration produced it), a
+per-channel field is 0 to inherit and negative for unlimited; after
+``build`` every field is concrete with 0 meaning unlimited, as for the
+global limits.  ``build`` never mutates its input.
 """
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
+
 from nss.options import ChannelLimits, StoreLimits
+from nss.units import format_duration
+
+__all__ = [
+    "ResolvedLimits",
+    "Sublist",
+    "build",
+    "go_quote",
+    "invalidate",
+    "is_channel_name_literal",
+    "is_channel_name_valid",
+    "lookup",
+    "resolved",
+    "validate",
+]
+
+T = TypeVar("T")
+
+
+def go_quote(s: str) -> str:
+    """Quote like Go's ``%q`` so error texts match the Go server's."""
+    out = ['"']
+    for ch in s:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a raw byte kept by surrogateescape
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ord(ch) <= 0xFFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    out.append('"')
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------
+# Channel names (util.IsChannelNameValid / IsChannelNameLiteral)
+
+
+def is_channel_name_valid(name: str, wildcards_allowed: bool = True) -> bool:
+    """Go's ``util.IsChannelNameValid``.
+
+    Invalid: empty, containing ``/``, a ``.`` first or last or doubled; and
+    either any wildcard (when not allowed) or a ``*``/``>`` that is not a
+    whole token, or a ``>`` that is not the last token.
+    """
+    if not name or name[0] == ".":
+        return False
+    last = len(name) - 1
+    for i, c in enumerate(name):
+        if c == "/":
+            return False
+        if c == "." and (i == last or name[i + 1] == "."):
+            return False
+        if c in "*>":
+            if not wildcards_allowed:
+                return False
+            if i > 0 and name[i - 1] != ".":
+                return False
+            if c == ">" and i != last:
+                return False
+            if i < last and name[i + 1] != ".":
+                return False
+    return True
+
+
+def is_channel_name_literal(name: str) -> bool:
+    """True when ``name`` (assumed valid) holds no wildcard."""
+    return "*" not in name and ">" not in name
+
+
+# ---------------------------------------------------------------------------
+# Subject trie
+
+
+class _Node(Generic[T]):
+    __slots__ = ("elements", "next")
+
+    def __init__(self) -> None:
+        self.next: _Level[T] = _Level()
+        self.elements: list[T] = []
+
+
+class _Level(Generic[T]):
+    __slots__ = ("fwc", "nodes", "pwc")
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, _Node[T]] = {}
+        self.pwc: _Node[T] | None = None
+        self.fwc: _Node[T] | None = None
+
+    def num_nodes(self) -> int:
+        return len(self.nodes) + (self.pwc is not None) + (self.fwc is not None)
+
+
+class Sublist(Generic[T]):
+    """The streaming server's ``util.Sublist`` (insert, Match, Subjects).
+
+    Only what limit resolution needs; results follow the Go code's order
+    exactly, which is what makes inheritance match the Go server.
+    """
+
+    def __init__(self) -> None:
+        self._root: _Level[T] = _Level()
+
+    def insert(self, subject: str, element: T) -> None:
+        """Add ``element`` under ``subject`` (a literal or a pattern)."""
+        level = self._root
+        node: _Node[T] | None = None
+        seen_fwc = False
+        for tok in subject.split("."):
+            if not tok or seen_fwc:
+                raise ValueError("sublist: invalid subject")
+            if tok[0] == "*":
+                node = level.pwc
+                if node is None:
+                    node = level.pwc = _Node()
+            elif tok[0] == ">":
+                seen_fwc = True
+                node = level.fwc
+                if node is None:
+                    node = level.fwc = _Node()
+            else:
+                node = level.nodes.get(tok)
+                if node is None:
+                    node = level.nodes[tok] = _Node()
+            level = node.next
+        assert node is not None
+        node.elements.append(element)
+
+    def match(self, subject: str) -> list[T]:
+        """Go's ``Match``: ``subject`` is read as literal tokens (a ``*`` or
+        ``>`` in it only meets the same-named literal node, and is itself
+        matched by wildcards).  At each level: the ``>`` entries, then
+        recursively everything reached through ``*``, then descend into the
+        literal token; after the last token the last level's ``*`` entries
+        and then the literal node's entries."""
+        results: list[T] = []
+        _match_level(self._root, subject.split("."), results)
+        return results
+
+    def subjects(self) -> list[str]:
+        """Go's ``Subjects``: level by level, ``>`` then ``*`` (and below it)
+        then each literal token (and below it), i.e. widest first."""
+        out: list[str] = []
+        _get_subjects(self._root, "", out)
+        return out
+
+
+def _match_level(level: _Level[T] | None, toks: list[str], results: list[T]) -> None:
+    pwc: _Node[T] | None = None
+    node: _Node[T] | None = None
+    for i, tok in enumerate(toks):
+        if level is None:
+            return
+        if level.fwc is not None:
+            results.extend(level.fwc.elements)
+        pwc = level.pwc
+        if pwc is not None:
+            _match_level(pwc.next, toks[i + 1 :], results)
+        node = level.nodes.get(tok)
+        level = node.next if node is not None else None
+    if pwc is not None:
+        results.extend(pwc.elements)
+    if node is not None:
+        results.extend(node.elements)
+
+
+def _get_subjects(level: _Level[T], prefix: str, out: list[str]) -> None:
+    if level.num_nodes() == 0:
+        return
+
+    def join(tok: str) -> str:
+        return f"{prefix}.{tok}" if prefix else tok
+
+    if level.fwc is not None:
+        out.append(join(">"))
+    if level.pwc is not None:
+        subject = join("*")
+        if level.pwc.elements:
+            out.append(subject)
+        _get_subjects(level.pwc.next, subject, out)
+    for tok, node in level.nodes.items():
+        subject = join(tok)
+        if node.elements:
+            out.append(subject)
+        _get_subjects(node.next, subject, out)
+
+
+# ---------------------------------------------------------------------------
+# Validation and inheritance
+
+
+def validate(limits: StoreLimits) -> None:
+    """Reject what Go's ``StoreLimits.Build`` rejects, with its texts.
+
+    Negative global limits, invalid per-channel names, and more literal
+    per-channel entries than ``max_channels`` (when > 0; Go stops counting
+    at the first entry over the limit, hence ``max_channels + 1``).
+    Raises ``ValueError``.
+    """
+    checks: list[tuple[str, float, str]] = [
+        ("max channels", limits.max_channels, str(limits.max_channels)),
+        ("max subscriptions", limits.max_subscriptions, str(limits.max_subscriptions)),
+        ("max messages", limits.max_msgs, str(limits.max_msgs)),
+        ("max bytes", limits.max_bytes, str(limits.max_bytes)),
+        ("max age", limits.max_age, format_duration(limits.max_age)),
+        ("max inactivity", limits.max_inactivity, format_duration(limits.max_inactivity)),
+    ]
+    for what, value, shown in checks:
+        if value < 0:
+            raise ValueError(f"{what} limit cannot be negative ({shown})")
+    literals = 0
+    for name in limits.per_channel:
+        if not is_channel_name_valid(name, True):
+            raise ValueError(f"invalid channel name {go_quote(name)}")
+        if is_channel_name_literal(name):
+            literals += 1
+            if limits.max_channels > 0 and literals > limits.max_channels:
+                raise ValueError(
+                    f"too many channels defined ({literals}). "
+                    f"The max channels limit is set to {limits.max_channels}"
+                )
+
+
+@dataclass
+class _Info:
+    name: str
+    limits: ChannelLimits
+    literal: bool
+    processed: bool = False
+
+
+_FIELDS = ("max_msgs", "max_bytes", "max_age", "max_subscriptions", "max_inactivity")
+
+
+def _inherit(info: _Info, parent: ChannelLimits) -> None:
+    """0 takes the parent's value, negative becomes 0 (unlimited)."""
+    cl = info.limits
+    for name in _FIELDS:
+        own = getattr(cl, name)
+        if own < 0:
+            setattr(cl, name, type(own)(0))
+        elif own == 0:
+            setattr(cl, name, getattr(parent, name))
+    info.processed = True
+
+
+def _global_limits(limits: StoreLimits) -> ChannelLimits:
+    return ChannelLimits(
+        max_msgs=limits.max_msgs,
+        max_bytes=limits.max_bytes,
+        max_age=limits.max_age,
+        max_subscriptions=limits.max_subscriptions,
+        max_inactivity=limits.max_inactivity,
+    )
+
+
+@dataclass
+class ResolvedLimits:
+    """Limits after inheritance.
+
+    ``per_channel`` holds every configured entry (literal or pattern) with
+    concrete values (0 = unlimited): what Go keeps in ``PerChannel`` after
+    ``Build`` and shows in ``/streaming/storez``.
+    """
+
+    max_channels: int
+    global_limits: ChannelLimits
+    per_channel: dict[str, ChannelLimits]
+    _sublist: Sublist[_Info] = field(repr=False)
+    _cache: dict[str, ChannelLimits | None] = field(default_factory=dict, repr=False)
+
+    def match(self, name: str) -> list[str]:
+        """Names of the entries ``Match(name)`` returns, in Go order."""
+        return [info.name for info in self._sublist.match(name)]
+
+    def lookup(self, name: str) -> ChannelLimits | None:
+        """Limits of channel ``name`` from the narrowest matching entry (the
+        last of ``Match``), or None when no entry matches."""
+        if name in self._cache:
+            found = self._cache[name]
+        else:
+            r = self._sublist.match(name)
+            found = r[-1].limits if r else None
+            if len(self._cache) >= 1024:
+                self._cache.clear()
+            self._cache[name] = found
+        return replace(found) if found is not None else None
+
+    def effective(self, name: str) -> ChannelLimits:
+        """Like ``lookup`` but falling back to the global limits."""
+        found = self.lookup(name)
+        return found if found is not None else replace(self.global_limits)
+
+    def __iter__(self) -> Iterator[tuple[str, ChannelLimits]]:
+        return iter(self.per_channel.items())
+
+
+def build(limits: StoreLimits) -> ResolvedLimits:
+    """Validate ``limits`` and apply Go's inheritance (``applyInheritance``).
+
+    For each entry in ``Subjects()`` order, walk ``Match(entry)``: every
+    not yet processed element inherits from its predecessor in that list
+    (the first from the global limits).  Raises ``ValueError`` like
+    ``validate``.
+    """
+    validate(limits)
+    glob = _global_limits(limits)
+    sublist: Sublist[_Info] = Sublist()
+    infos: dict[str, _Info] = {}
+    for name, cl in limits.per_channel.items():
+        info = _Info(name, replace(cl), is_channel_name_literal(name))
+        infos[name] = info
+        sublist.insert(name, info)
+    for subject in sublist.subjects():
+        r = sublist.match(subject)
+        first = r[0]
+        if first.literal and first.processed:
+            continue
+        if not first.processed:
+            _inherit(first, glob)
+        prev = first
+        for info in r[1:]:
+            if not info.processed:
+                _inherit(info, prev.limits)
+            prev = info
+    return ResolvedLimits(
+        max_channels=limits.max_channels,
+        global_limits=glob,
+        per_channel={name: info.limits for name, info in infos.items()},
+        _sublist=sublist,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Cached lookups
+
+_Fingerprint = tuple[object, ...]
+_resolved_cache: dict[int, tuple[weakref.ref[StoreLimits], _Fingerprint, ResolvedLimits]] = {}
+
+
+def _fingerprint(limits: StoreLimits) -> _Fingerprint:
+    return (
+        limits.max_channels,
+        *(getattr(limits, f) for f in _FIELDS),
+        tuple((k, *(getattr(v, f) for f in _FIELDS)) for k, v in limits.per_channel.items()),
+    )
+
+
+def resolved(limits: StoreLimits) -> ResolvedLimits:
+    """``build(limits)``, cached per ``StoreLimits`` object.
+
+    The cache is keyed by object identity and re-validated against a cheap
+    fingerprint of the values, so mutating the object (tests do) is safe;
+    entries go away with their object.
+    """
+    key = id(limits)
+    fp = _fingerprint(limits)
+    hit = _resolved_cache.get(key)
+    if hit is not None and hit[0]() is limits and hit[1] == fp:
+        return hit[2]
+    res = build(limits)
+
+    def _drop(_ref: object, key: int = key) -> None:
+        _resolved_cache.pop(key, None)
+
+    _resolved_cache[key] = (weakref.ref(limits, _drop), fp, res)
+    return res
+
+
+def invalidate(limits: StoreLimits) -> None:
+    """Forget the cached resolution of ``limits``."""
+    _resolved_cache.pop(id(limits), None)
 
 
 def lookup(limits: StoreLimits, name: str) -> ChannelLimits | None:
-    entry = limits.per_channel.get(name)
-    if entry is None:
+    """Effective limits of the concrete channel ``name``: the resolved
+    limits of the last element of ``Match(name)``, or None when no
+    per-channel entry matches (callers then use the global limits).
+
+    Raises ``ValueError`` if ``limits`` does not validate."""
+    if not limits.per_channel:
         return None
-
-    def pick(own: float, glob: float) -> float:
-        if own == 0:
-            return glob
-        return 0 if own < 0 else own
-
-    return ChannelLimits(
-        max_msgs=int(pick(entry.max_msgs, limits.max_msgs)),
-        max_bytes=int(pick(entry.max_bytes, limits.max_bytes)),
-        max_age=float(pick(entry.max_age, limits.max_age)),
-        max_subscriptions=int(pick(entry.max_subscriptions, limits.max_subscriptions)),
-        max_inactivity=float(pick(entry.max_inactivity, limits.max_inactivity)),
-    )
+    return resolved(limits).lookup(name)
