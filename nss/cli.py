@@ -606,7 +606,7 @@ Streaming Server Options:
   -st,  --store <string>            Store type: MEMORY, FILE or SQL (default: MEMORY)
         --dir <string>              Root directory of a FILE store
   -mc,  --max_channels <int>        Maximum number of channels, 0 for no limit (default: 100)
-  -msu, --max_subs <int>            Maximum subscriptions per channel, 0 for no limit (default: 1000)
+  -msu, --max_subs <int>            Max subscriptions per channel, 0 for no limit (default: 1000)
   -mm,  --max_msgs <int>            Maximum messages per channel, 0 for no limit (default: 1000000)
   -mb,  --max_bytes <size>          Maximum bytes per channel, 0 for no limit (default: 1024000000)
                                     (sizes accept suffixes: 1KB, 10MB, 1GB, ...)

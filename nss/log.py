@@ -2,7 +2,7 @@
 
 Operators of the Go server grep for lines such as::
 
-    [1234] 2026/11/21 11:40:51.123456 [INF] STREAM: Starting nats-streaming-server[test-cluster] version 0.25.6
+    [1234] 2026/11/21 11:40:51.123456 [INF] STREAM: Starting nats-streaming-server[test-cluster] ...
 
 so the console renderer reproduces that shape (``[pid] date time [LVL]
 NAME: event key=value ...``); ``--log_json`` switches to one JSON object per
