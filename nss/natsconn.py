@@ -133,6 +133,8 @@ class NatsConnection:
         self.max_payload = 1024 * 1024
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
+        self._cur = 0  # index in _addrs of the server connected to
+        self._last_try: dict[int, float] = {}  # index -> loop time of last attempt
         # an incomplete tail of the last read, parsed again with the next one
         self._rbuf = bytearray()
 
@@ -140,9 +142,11 @@ class NatsConnection:
     async def connect(self) -> None:
         self._loop = asyncio.get_running_loop()
         last: BaseException | None = None
-        for addr in self._addrs:
+        for idx, addr in enumerate(self._addrs):
+            self._last_try[idx] = self._loop.time()
             try:
                 await asyncio.wait_for(self._open(addr), self.opts.connect_timeout)
+                self._cur = idx
                 break
             except (TimeoutError, OSError, NatsError, ssl.SSLError) as e:
                 last = e
@@ -199,6 +203,7 @@ class NatsConnection:
             writer.close()
             raise
         self.server_info = info
+        self._learn_servers(info)
         self.max_payload = int(info.get("max_payload", self.max_payload))
         self._reader, self._writer = reader, writer
         self.connected = True
@@ -252,16 +257,39 @@ class NatsConnection:
         assert self._loop is not None
         self._reconnect_task = self._loop.create_task(self._reconnect())
 
+    def _learn_servers(self, info: dict[str, Any]) -> None:
+        """Add the cluster's other servers (INFO ``connect_urls``) to the
+        reconnect pool, as nats.go does for the Go server's connections."""
+        urls = info.get("connect_urls")
+        if not urls:
+            return
+        first = self._addrs[0]
+        known = {(a.host, a.port) for a in self._addrs}
+        for url in urls:
+            a = ServerAddr.parse(url)
+            if (a.host, a.port) not in known:
+                known.add((a.host, a.port))
+                a.scheme, a.user, a.password = first.scheme, first.user, first.password
+                self._addrs.append(a)
+
     async def _reconnect(self) -> None:
-        i = 0
+        # As nats.go: go round the pool starting after the server just lost,
+        # waiting only until reconnect_wait has passed since the last attempt
+        # on the same server (a cluster peer is tried at once).
+        assert self._loop is not None
+        i = self._cur + 1
         while not self._closed:
-            await asyncio.sleep(self.opts.reconnect_wait)
-            addr = self._addrs[i % len(self._addrs)]
+            idx = i % len(self._addrs)
             i += 1
+            wait = self._last_try.get(idx, -1e9) + self.opts.reconnect_wait - self._loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_try[idx] = self._loop.time()
             try:
-                await asyncio.wait_for(self._open(addr), self.opts.connect_timeout)
+                await asyncio.wait_for(self._open(self._addrs[idx]), self.opts.connect_timeout)
             except (TimeoutError, OSError, NatsError, ssl.SSLError):
                 continue
+            self._cur = idx
             self._start_reader()
             if self._on_reconnect:
                 self._on_reconnect()
@@ -363,9 +391,11 @@ class NatsConnection:
                             f.set_result(None)
                 elif line.startswith(b"INFO"):
                     try:
-                        self.server_info.update(json.loads(line[5:]))
+                        info = json.loads(line[5:])
                     except ValueError:
-                        pass
+                        info = {}
+                    self.server_info.update(info)
+                    self._learn_servers(info)
                 elif line.startswith(b"-ERR"):
                     if self._on_error:
                         self._on_error("NATS server: " + line.decode(errors="replace"))

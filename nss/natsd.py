@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -390,9 +391,17 @@ class EmbeddedNATS:
         log_line: LogLineFn | None = None,
         on_exit: Callable[[int], None] | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        monitor_address: str = "",
     ) -> None:
         self.opts = opts
         self.startup_timeout = startup_timeout
+        # "scheme://host:port" of nss's own monitoring listener (-m/-ms).
+        # When set, nss owns the user's monitoring port and reverse-proxies
+        # the NATS endpoints to the child, whose monitoring then runs on an
+        # internal loopback port (see _internal_monitor_args).
+        self.monitor_address = monitor_address
+        self._tmp_conf_dir: str | None = None
+        self._hidden_conf_line = ""
         self._log_line = log_line
         self._on_exit = on_exit
 
@@ -513,9 +522,14 @@ class EmbeddedNATS:
 
             self._tmp_ports_dir = tempfile.mkdtemp(prefix="nss-natsd-")
             self._ports_dir = self._tmp_ports_dir
+        run_opts, extra = self.opts, []
+        if self.monitor_address:
+            run_opts = dataclasses.replace(self.opts, http_port=0, https_port=0)
+            extra = self._internal_monitor_args()
         self._args = [
             self._binary,
-            *build_args(self.opts, ports_file_dir=self._tmp_ports_dir or ""),
+            *build_args(run_opts, ports_file_dir=self._tmp_ports_dir or ""),
+            *extra,
         ]
 
         self._ready = loop.create_future()
@@ -620,6 +634,48 @@ class EmbeddedNATS:
         if self._tmp_ports_dir:
             shutil.rmtree(self._tmp_ports_dir, ignore_errors=True)
             self._tmp_ports_dir = None
+        if self._tmp_conf_dir:
+            shutil.rmtree(self._tmp_conf_dir, ignore_errors=True)
+            self._tmp_conf_dir = None
+
+    def _internal_monitor_args(self) -> list[str]:
+        """Flags giving the child an internal monitoring port for nss to proxy.
+
+        nats-server has no flag for the monitoring host (it follows ``-a``,
+        so with the default 0.0.0.0 a random port would be open to the
+        network), but a config file can set it: without a user ``-c`` the
+        child gets a one-line file binding a random loopback port. A user
+        config file cannot be combined with a second one, so then ``-m -1``
+        binds a random port on the config's/``-a`` host. The file is kept
+        until the child exits so that a SIGHUP reload still finds it.
+        """
+        if self.opts.config_file:
+            return ["-m", "-1"]
+        import tempfile  # only needed with monitoring
+
+        self._tmp_conf_dir = tempfile.mkdtemp(prefix="nss-natsd-")
+        path = os.path.join(self._tmp_conf_dir, "monitor.conf")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write('http: "127.0.0.1:-1"\n')
+        # nss's implementation detail, not the user's configuration
+        self._hidden_conf_line = f"Using configuration file: {path}"
+        return ["-c", path]
+
+    def _public_text(self, level: str, text: str) -> str | None:
+        """The child's log text as the user should see it (None: hidden).
+
+        With nss owning the monitoring port, the child's monitor line would
+        name the internal port; it is rewritten to the user's address so the
+        log reads as the Go server's does.
+        """
+        if not self.monitor_address or level != "INF":
+            return text
+        if _MONITOR_RE.match(text):
+            scheme, _, hostport = self.monitor_address.partition("://")
+            return f"Starting {scheme} monitor on {hostport}"
+        if self._hidden_conf_line and text.startswith(self._hidden_conf_line):
+            return None
+        return text
 
     def _set_ready(self) -> None:
         if self._ready is not None and not self._ready.done():
@@ -655,9 +711,10 @@ class EmbeddedNATS:
             return
         self._last_lines.append(line)
         level, text = parse_log_line(line)
-        if self._log_line is not None:
+        shown = self._public_text(level, text)
+        if self._log_line is not None and shown is not None:
             try:
-                self._log_line(level, text)
+                self._log_line(level, shown)
             except Exception as e:  # noqa: BLE001 - the drain must go on
                 asyncio.get_running_loop().call_exception_handler(
                     {

@@ -31,6 +31,43 @@ def valid_channel(name: str, wildcards: bool = False) -> bool:
     return True
 
 
+_GO_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+
+
+def go_quote(s: str) -> str:
+    """Go's ``%q`` (strconv.Quote) of a string, as the Go server formats
+    channel names in error texts."""
+    if s.isprintable() and '"' not in s and "\\" not in s:
+        return f'"{s}"'
+    out = ['"']
+    for c in s:
+        esc = _GO_ESCAPES.get(c)
+        if esc is not None:
+            out.append(esc)
+        elif c.isprintable():
+            out.append(c)
+        else:
+            n = ord(c)
+            if n < 0x80:
+                out.append(f"\\x{n:02x}")
+            elif n < 0x10000:
+                out.append(f"\\u{n:04x}")
+            else:
+                out.append(f"\\U{n:08x}")
+    out.append('"')
+    return "".join(out)
+
+
 class Channel:
     """A channel's store plus its live subscriptions.
 
@@ -92,8 +129,8 @@ class ChannelRegistry:
         existing = self._lower.get(name.lower())
         if existing is not None and existing != name:
             raise ValueError(
-                f'rejecting channel "{name}" because channel "{existing}" alreay exists '
-                "(different cases not allowed)"
+                f"rejecting channel {go_quote(name)} because channel {go_quote(existing)} "
+                "alreay exists (different cases not allowed)"
             )
         cs = self.store.create_channel(name)
         ch = Channel(name, cs)

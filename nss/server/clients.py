@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from nss.server.subs import Subscription
 
-_CLIENT_ID_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
+# fullmatch: Go's "$" does not match before a trailing newline as Python's does
+_CLIENT_ID_RE = re.compile(r"[a-zA-Z0-9_-]+")
 
 
 def valid_client_id(client_id: str) -> bool:
-    return bool(_CLIENT_ID_RE.match(client_id))
+    return _CLIENT_ID_RE.fullmatch(client_id) is not None
 
 
 @dataclass(eq=False)

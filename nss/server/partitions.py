@@ -178,7 +178,7 @@ class PartitionExchange:
             while True:
                 try:
                     data = await asyncio.wait_for(replies.get(), REPLY_QUIET)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return
                 try:
                     resp = spb.CtrlMsg.FromString(data)

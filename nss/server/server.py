@@ -18,13 +18,15 @@ from google.protobuf.message import DecodeError
 from nss.log import get_logger
 from nss.natsconn import ConnectOptions, NatsConnection, NatsError, NoRespondersError
 from nss.nuid import next_nuid
-from nss.options import Options
+from nss.options import ChannelLimits, Options
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
+from nss.pb.wire import go_decodes
 from nss.server.channels import Channel, ChannelRegistry, valid_channel
 from nss.server.clients import Client, ClientRegistry, valid_client_id
 from nss.server.io import IOPath, encode_puback
-from nss.server.subs import Deliverer, QueueGroup, Subscription
+from nss.server.monitor_http import MonitorHTTP
+from nss.server.subs import Deliverer, QueueGroup, Subscription, sendable
 from nss.stores.base import Store, StoreError
 
 ERR_INVALID_CONN_REQ = "stan: invalid connection request"
@@ -55,7 +57,20 @@ DUP_CHECK_TIMEOUT = 0.5
 # Standalone self-check for another server of the same cluster (§15).
 SELF_CHECK_TIMEOUT = 0.25
 
+_PUBMSG_DESC = pb.PubMsg.DESCRIPTOR
+_CTRLMSG_DESC = spb.CtrlMsg.DESCRIPTOR
+
 _PING_REPLACED = pb.PingResponse(error=ERR_CLIENT_REPLACED).SerializeToString()
+
+
+def go_decode(cls: Any, payload: bytes) -> Any:
+    """Decode a request, failing (DecodeError) wherever Go's decoder fails:
+    upb accepts a known field with the wrong wire type, gogo-protobuf does
+    not, and the protocol answers decode failures with their own errors."""
+    msg = cls.FromString(payload)
+    if payload and not go_decodes(payload, cls.DESCRIPTOR):
+        raise DecodeError(f"wrong wire type in {cls.DESCRIPTOR.name}")
+    return msg
 
 
 class StartupError(Exception):
@@ -96,8 +111,13 @@ class StanServer:
         self.in_bytes = 0
         self._sids: list[int] = []
         self._shutdown = False
+        # Set from the SIGINT/SIGTERM handler the moment the signal arrives
+        # (app.py): requests arriving after it get no answer, as from the Go
+        # server that is already closing its connections.
+        self.stopping = False
         self.fatal: asyncio.Future[str] | None = None
         self.nats_url = ""
+        self.monitor: MonitorHTTP | None = None
 
     # ================================================================ lifecycle
     async def start(self) -> None:
@@ -107,20 +127,27 @@ class StanServer:
         self.log.info(f"Starting nats-streaming-server[{s.cluster_id}] version 0.25.6 (nss)")
         self.log.info(f"ServerID: {self.server_id}")
         self.log.info(f"Python version: {sys.version.split()[0]}")
+        # -m/-ms: bound before NATS starts, as Go's monitor listener is
+        self.monitor = MonitorHTTP.bind(self)
         if not s.nats_server_url:
             await self._start_embedded_nats()
         else:
             self.nats_url = s.nats_server_url
+        if self.monitor is not None:
+            await self.monitor.start()
         await self._connect_nats()
         self._open_store()
         self.deliverer = Deliverer(self.conn.publish, self._schedule_redelivery, loop)
         self.io = IOPath(self, s.io_batch_size, s.io_sleep_time)
+        self.deliverer.deliver_later = self.io.deliver_later
         if not s.ft_group and not s.partitioning:
             await self._self_check()
         self._subscribe_protocol()
         self.io.start()
         await self.conn.flush()
         self._log_limits()
+        if self.monitor is not None:
+            self.monitor.set_ready()
         self.log.info("Streaming Server is ready")
 
     async def _start_embedded_nats(self) -> None:
@@ -142,7 +169,12 @@ class StanServer:
             if not self._shutdown and self.fatal is not None and not self.fatal.done():
                 self.fatal.set_result(f"embedded NATS server exited unexpectedly (status {rc})")
 
-        self.natsd = EmbeddedNATS(self.opts.nats, log_line=log_line, on_exit=on_exit)
+        self.natsd = EmbeddedNATS(
+            self.opts.nats,
+            log_line=log_line,
+            on_exit=on_exit,
+            monitor_address=self.monitor.address if self.monitor is not None else "",
+        )
         await self.natsd.start()
         self.nats_url = self.natsd.client_url
 
@@ -204,6 +236,7 @@ class StanServer:
         self.log.info(f"Message store is {self.store.name}")
 
     def _log_limits(self) -> None:
+        """The limits table of the start-up banner; '*' marks inherited values."""
         lim = self.sopts.store_limits
 
         def fmt(v: float, kind: str = "") -> str:
@@ -215,14 +248,30 @@ class StanServer:
                 return f"{v:g}s"
             return str(int(v))
 
+        def rows(cl: ChannelLimits, own: ChannelLimits | None, indent: str) -> None:
+            for label, field, kind in (
+                ("Subscriptions", "max_subscriptions", ""),
+                ("Messages     ", "max_msgs", ""),
+                ("Bytes        ", "max_bytes", "bytes"),
+                ("Age          ", "max_age", "dur"),
+                ("Inactivity   ", "max_inactivity", "dur"),
+            ):
+                star = " *" if own is None or getattr(own, field) == 0 else ""
+                value = fmt(getattr(cl, field), kind)
+                self.log.info(f"{indent}{label}: {value:>{16 - len(indent)}}{star}")
+
         self.log.info("---------- Store Limits ----------")
         self.log.info(f"Channels:        {fmt(lim.max_channels):>14} *")
         self.log.info("--------- Channels Limits --------")
-        self.log.info(f"  Subscriptions: {fmt(lim.max_subscriptions):>14} *")
-        self.log.info(f"  Messages     : {fmt(lim.max_msgs):>14} *")
-        self.log.info(f"  Bytes        : {fmt(lim.max_bytes, 'bytes'):>14} *")
-        self.log.info(f"  Age          : {fmt(lim.max_age, 'dur'):>14} *")
-        self.log.info(f"  Inactivity   : {fmt(lim.max_inactivity, 'dur'):>14} *")
+        rows(lim, None, "  ")
+        if lim.per_channel:
+            from nss.stores.limits import resolved
+
+            res = resolved(lim)
+            self.log.info("--------- List of Channels ---------")
+            for name in sorted(res.per_channel):
+                self.log.info(name)
+                rows(res.per_channel[name], lim.per_channel.get(name), "   ")
         self.log.info("----------------------------------")
 
     async def _self_check(self) -> None:
@@ -254,14 +303,22 @@ class StanServer:
 
     def _subscribe_protocol(self) -> None:
         info, sub = self.info, self.conn.subscribe
+
+        def unless_stopping(cb: Any) -> Any:
+            def on_request(subject: str, reply: str, payload: bytes) -> None:
+                if not self.stopping:
+                    cb(subject, reply, payload)
+
+            return on_request
+
         self._sids = [
-            sub(info.Discovery, self._on_connect),
+            sub(info.Discovery, unless_stopping(self._on_connect)),
             sub(info.Discovery + ".pings", self._on_ping),
             sub(info.Publish + ".>", self._on_publish),
-            sub(info.Subscribe, self._on_subscribe),
-            sub(info.Unsubscribe, self._on_unsubscribe),
-            sub(info.SubClose, self._on_subclose),
-            sub(info.Close, self._on_close),
+            sub(info.Subscribe, unless_stopping(self._on_subscribe)),
+            sub(info.Unsubscribe, unless_stopping(self._on_unsubscribe)),
+            sub(info.SubClose, unless_stopping(self._on_subclose)),
+            sub(info.Close, unless_stopping(self._on_close)),
         ]
 
     async def shutdown(self) -> None:
@@ -269,6 +326,7 @@ class StanServer:
         if self._shutdown:
             return
         self._shutdown = True
+        self.stopping = True
         self.state = "SHUTDOWN"
         self.log.info("Shutting down.")
         if self.conn is not None and self.conn.connected:
@@ -287,6 +345,8 @@ class StanServer:
             await self.store.close()
         if self.conn is not None:
             await self.conn.close()
+        if self.monitor is not None:
+            await self.monitor.close()
         if self.natsd is not None:
             await self.natsd.stop()
 
@@ -369,7 +429,7 @@ class StanServer:
 
     async def _handle_connect(self, payload: bytes, reply: str) -> None:
         try:
-            req = pb.ConnectRequest.FromString(payload)
+            req = go_decode(pb.ConnectRequest, payload)
         except DecodeError:
             req = None
         if req is None or not req.heartbeatInbox:
@@ -394,6 +454,9 @@ class StanServer:
         """Ask the registered client's heartbeat inbox whether it is still alive."""
         alive = True
         try:
+            if not sendable(old.hb_inbox):  # would break our NATS connection
+                await asyncio.sleep(DUP_CHECK_TIMEOUT)
+                raise TimeoutError
             await self.conn.request(old.hb_inbox, b"", DUP_CHECK_TIMEOUT)
         except (TimeoutError, NoRespondersError):
             alive = False
@@ -475,6 +538,9 @@ class StanServer:
     async def _heartbeat_probe(self, client: Client) -> None:
         s = self.sopts
         try:
+            if not sendable(client.hb_inbox):  # would break our NATS connection
+                await asyncio.sleep(s.hb_timeout)
+                raise TimeoutError
             await self.conn.request(client.hb_inbox, b"", s.hb_timeout)
             ok = True
         except (TimeoutError, NatsError):
@@ -511,7 +577,7 @@ class StanServer:
         if not payload or not reply:
             return
         try:
-            ping = pb.Ping.FromString(payload)
+            ping = go_decode(pb.Ping, payload)
         except DecodeError:
             return
         client = self.clients.by_conn_id(ping.connID)
@@ -527,21 +593,32 @@ class StanServer:
         try:
             pm = pb.PubMsg.FromString(payload)
         except DecodeError:
-            self.log.error(f"Unable to decode publish message on {subject}")
-            if reply:
-                self.conn.publish(reply, encode_puback("", ERR_INVALID_PUB_REQ))
+            self._undecodable_publish(subject, reply, payload, "")
             return
-        self.in_msgs += 1
-        self.in_bytes += len(payload)
         if pm.connID:
             client = self.clients.by_conn.get(pm.connID)
         else:
             client = self.clients.by_id.get(pm.clientID)
         if client is None or not pm.guid or not valid_channel(pm.subject):
+            if not go_decodes(payload, _PUBMSG_DESC):
+                # the Go decoder rejects what upb let through (wrong wire type)
+                self._undecodable_publish(subject, reply, payload, pm.guid)
+                return
+            self.in_msgs += 1
+            self.in_bytes += len(payload)
             if reply:
                 self.conn.publish(reply, encode_puback(pm.guid, ERR_INVALID_PUB_REQ))
             return
+        self.in_msgs += 1
+        self.in_bytes += len(payload)
         self.io.publish(pm, reply)
+
+    def _undecodable_publish(self, subject: str, reply: str, payload: bytes, guid: str) -> None:
+        if go_decodes(payload, _CTRLMSG_DESC):
+            return  # a legacy CtrlMsg: silently ignored (protocol.md §6)
+        self.log.error(f"Unable to decode publish message on {subject}")
+        if reply:
+            self.conn.publish(reply, encode_puback(guid, ERR_INVALID_PUB_REQ))
 
     # ================================================================ subscribe
     def _on_subscribe(self, subject: str, reply: str, payload: bytes) -> None:
@@ -552,7 +629,7 @@ class StanServer:
 
     async def _handle_subscribe(self, payload: bytes, reply: str) -> None:
         try:
-            req = pb.SubscriptionRequest.FromString(payload)
+            req = go_decode(pb.SubscriptionRequest, payload)
         except DecodeError:
             self._sub_error(reply, ERR_INVALID_SUB_REQ)
             return
@@ -573,9 +650,6 @@ class StanServer:
         client = self.clients.get(req.clientID)
         if client is None:
             self._sub_error(reply, ERR_UNKNOWN_CLIENT)
-            return
-        if req.qGroup and req.durableName and ":" in req.durableName:
-            self._sub_error(reply, ERR_DURABLE_QUEUE_COLON)
             return
         try:
             ch = self.lookup_or_create_channel(req.subject)
@@ -620,6 +694,9 @@ class StanServer:
     ) -> tuple[Subscription, bool]:
         store = ch.subs_store
         if req.qGroup:
+            # checked after the channel was created, as Go does (processSub)
+            if req.durableName and ":" in req.durableName:
+                raise ValueError(ERR_DURABLE_QUEUE_COLON)
             gname = f"{req.durableName}:{req.qGroup}" if req.durableName else req.qGroup
             group = ch.queues.get(gname)
             if group is not None and group.shadow is not None and not group.members:
@@ -732,7 +809,7 @@ class StanServer:
 
     async def _handle_unsubscribe(self, payload: bytes, reply: str, close: bool) -> None:
         try:
-            req = pb.UnsubscribeRequest.FromString(payload)
+            req = go_decode(pb.UnsubscribeRequest, payload)
         except DecodeError:
             self._sub_error(reply, ERR_INVALID_UNSUB_REQ)
             return
@@ -790,6 +867,7 @@ class StanServer:
                 self.deliverer.transfer_pending(sub, group)
                 self.io.deliver_later(group)
             elif group.durable and not unsubscribe:
+                sub.saved_client_id = sub.client_id
                 sub.client_id = ""
                 sub.last_sent = group.last_sent
                 sub.stalled = False
@@ -820,7 +898,7 @@ class StanServer:
 
     async def _handle_close(self, payload: bytes, reply: str) -> None:
         try:
-            req = pb.CloseRequest.FromString(payload)
+            req = go_decode(pb.CloseRequest, payload)
         except DecodeError:
             self._respond(reply, pb.CloseResponse(error=ERR_INVALID_CLOSE_REQ))
             return

@@ -12,16 +12,35 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from nss.log import get_logger
+from nss.natsconn import MaxPayloadError
 from nss.pb import spb_pb2 as spb
 
 if TYPE_CHECKING:
     from nss.server.channels import Channel
     from nss.server.clients import Client
 
+_log = get_logger()
+
 # A redelivery is due when its deadline is this close (protocol.md §8.5).
 _DUE_SLACK = 0.015
 # Pending messages handed over by a departing queue member go out this fast.
 _TRANSFER_DELAY = 0.1
+
+
+def sendable(subject: str) -> bool:
+    """Whether the server may publish to this client-chosen subject.
+
+    nats.go refuses an empty subject (the Go server logs the failed send and
+    goes on), and whitespace would split the PUB protocol line, making the
+    NATS server drop the server's connection."""
+    return (
+        bool(subject)
+        and " " not in subject
+        and "\t" not in subject
+        and "\r" not in subject
+        and "\n" not in subject
+    )
 
 
 def _varint(n: int) -> bytes:
@@ -67,6 +86,7 @@ class Subscription:
         "timer",
         "redeliveries",
         "failed_hb",
+        "saved_client_id",
     )
 
     def __init__(self, channel: Channel) -> None:
@@ -92,6 +112,8 @@ class Subscription:
         self.timer: asyncio.TimerHandle | None = None
         self.redeliveries: dict[int, int] = {}
         self.failed_hb = False
+        # the client a queue shadow last belonged to (monitoring only)
+        self.saved_client_id = ""
 
     @property
     def durable_key(self) -> str:
@@ -133,26 +155,25 @@ class QueueGroup:
         self.shadow: Subscription | None = None
         self.redeliveries: dict[int, int] = {}
 
-    def pick(self, forced: bool = False) -> Subscription | None:
-        """The member that gets the next message (protocol.md §8.4).
+    def pick(self) -> Subscription | None:
+        """The member that gets the next message, or a redelivery (protocol.md
+        §8.4, §8.5; Go's findBestQueueSub).
 
-        Fewest pending among healthy, unstalled members, first on ties; the
-        chosen head of the list rotates to the end, which makes equal loads
-        round-robin. ``forced`` (redelivery) ignores stalls."""
+        Fewest pending among healthy, unstalled members, first on ties; if
+        none qualifies, the first member (a stalled one is then not sent a
+        new message, only a forced redelivery). The chosen head of the list
+        rotates to the end, which makes equal loads round-robin."""
         members = self.members
         best: Subscription | None = None
         best_n = 0
         for m in members:
-            if m.failed_hb or (m.stalled and not forced):
+            if m.failed_hb or m.stalled:
                 continue
             n = len(m.pending)
             if best is None or n < best_n:
                 best, best_n = m, n
-        if best is None:
-            for m in members:
-                if forced or not m.stalled:
-                    best = m
-                    break
+        if best is None and members:
+            best = members[0]
         if best is not None and len(members) > 1 and members[0] is best:
             members.append(members.pop(0))
         return best
@@ -176,6 +197,9 @@ class Deliverer:
         self.out_msgs = 0
         self.out_bytes = 0
         self.redelivered = 0
+        # set by the server: have the I/O path deliver to a sub or group once
+        # the current operation is done
+        self.deliver_later: Callable[[Subscription | QueueGroup], None] | None = None
 
     # -------------------------------------------------------------- sending
     def _send(self, sub: Subscription, seq: int, data: bytes, now: float) -> None:
@@ -199,6 +223,8 @@ class Deliverer:
         if sub.group is not None:
             self.deliver_group(sub.group)
             return
+        if not sendable(sub.inbox):
+            return  # every send would fail: the sub never moves (as in Go)
         msgs = sub.channel.msgs
         last = msgs.last_sequence()
         seq = sub.last_sent + 1
@@ -234,9 +260,17 @@ class Deliverer:
         if seq < first:
             seq = first
         now = time.time()
+        members = group.members
         while seq <= last:
+            # Go stops once every member is stalled, before picking (which
+            # would rotate the list)
+            for x in members:
+                if not x.stalled:
+                    break
+            else:
+                return
             m = group.pick()
-            if m is None or not m.initialized:
+            if m is None or not m.initialized or not sendable(m.inbox):
                 return
             if m.stalled:
                 return
@@ -256,28 +290,29 @@ class Deliverer:
     # -------------------------------------------------------------- acks
     def ack(self, sub: Subscription, seq: int) -> bool:
         """Process an Ack; True when the sub (or its group) can take more."""
-        owner = sub
+        owner: Subscription | None = None
         if seq in sub.pending:
-            del sub.pending[seq]
+            owner = sub
         elif sub.group is not None:
             for m in sub.group.members:
                 if seq in m.pending:
-                    del m.pending[seq]
                     owner = m
                     break
-            else:
-                return False
-        else:
-            return False
-        owner.channel.subs_store.ack_seq_pending(owner.id, seq)
-        counts = owner.group.redeliveries if owner.group is not None else owner.redeliveries
-        counts.pop(seq, None)
-        if not owner.pending:
-            owner.cancel_timer()
-        if owner.stalled and len(owner.pending) < owner.max_inflight:
-            owner.stalled = False
-            return True
-        return False
+        if owner is not None:
+            del owner.pending[seq]
+            owner.channel.subs_store.ack_seq_pending(owner.id, seq)
+            counts = owner.group.redeliveries if owner.group is not None else owner.redeliveries
+            counts.pop(seq, None)
+            if not owner.pending:
+                owner.cancel_timer()
+        # Go un-stalls the sub the ack came to, found or not; the member that
+        # held the message is un-stalled too
+        more = False
+        for s in (sub, owner):
+            if s is not None and s.stalled and len(s.pending) < s.max_inflight:
+                s.stalled = False
+                more = True
+        return more
 
     # -------------------------------------------------------------- redelivery
     def _arm(self, sub: Subscription, delay: float) -> None:
@@ -302,21 +337,40 @@ class Deliverer:
             sub.cancel_timer()
 
     def _implicit_ack(self, sub: Subscription, seq: int) -> None:
+        """Ack on the server's behalf (message gone from the store, or moved
+        to another queue member); like a user ack it un-stalls the sub."""
         sub.pending.pop(seq, None)
         sub.channel.subs_store.ack_seq_pending(sub.id, seq)
+        if sub.stalled and len(sub.pending) < sub.max_inflight:
+            sub.stalled = False
+            if self.deliver_later is not None:
+                self.deliver_later(sub.group if sub.group is not None else sub)
 
-    def _resend(self, sub: Subscription, seq: int, data: bytes, now: float) -> None:
+    def _resend(self, sub: Subscription, seq: int, data: bytes, now: float) -> bool:
+        """Redeliver (forced); False when the message could not be sent."""
+        if not sendable(sub.inbox):
+            return False
         counts = sub.group.redeliveries if sub.group is not None else sub.redeliveries
         n = counts.get(seq, 0) + 1
         counts[seq] = n
         out = mark_redelivered(data, n)
-        self._publish(sub.inbox, out)
+        try:
+            self._publish(sub.inbox, out)
+        except MaxPayloadError as e:
+            # the flag and count can push a message that fit over the limit;
+            # as in Go: log it, leave it pending, go on with the others
+            _log.error(
+                f"[Client:{sub.client_id}] Failed sending to subid={sub.id}, "
+                f"subject={sub.channel.name}, seq={seq}, err={e}"
+            )
+            return False
         self.out_msgs += 1
         self.out_bytes += len(out)
         self.redelivered += 1
         sub.pending[seq] = now + sub.ack_wait
         if len(sub.pending) >= sub.max_inflight:
             sub.stalled = True
+        return True
 
     def redeliver(self, sub: Subscription) -> None:
         """A redelivery pass: resend every pending message whose AckWait ran out."""
@@ -347,14 +401,17 @@ class Deliverer:
                 continue
             target = sub
             if group is not None and len(group.members) > 1:
-                best = group.pick(forced=True)
-                if best is not None and best is not sub:
+                best = group.pick()
+                if best is not None:
                     target = best
-                    self._implicit_ack(sub, seq)
-                    target.channel.subs_store.add_seq_pending(target.id, seq)
-            self._resend(target, seq, data, now)
-            if target is not sub and target.timer is None:
-                self._arm(target, target.ack_wait)
+            if not self._resend(target, seq, data, now):
+                continue
+            if target is not sub:
+                # moved only once it went out (Go: implicit ack after the send)
+                target.channel.subs_store.add_seq_pending(target.id, seq)
+                self._implicit_ack(sub, seq)
+                if target.timer is None:
+                    self._arm(target, target.ack_wait)
         self.rearm(sub, now)
 
     def rearm(self, sub: Subscription, now: float | None = None) -> None:

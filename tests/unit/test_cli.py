@@ -501,6 +501,7 @@ def _check(*argv: str) -> None:
 
 def test_check_supported_accepts_defaults() -> None:
     check_supported(Options())
+    _check("-c", "nats.conf", "-sc", "stan.conf")
     _check("-p", "-1", "-SDV", "--cluster", "nats://h:1", "--routes", "nats://h:2")
     _check("-mc", "0", "-msu", "0", "-mm", "0", "-mb", "0", "-ma", "0", "-mi", "0")
 
@@ -517,8 +518,6 @@ def test_check_supported_accepts_defaults() -> None:
         (["--clustered"], "not supported"),
         (["--encrypt"], "encryption at rest"),
         (["--encryption_key", "k"], "encryption at rest"),
-        (["-c", "x.conf"], "configuration files are not supported yet"),
-        (["-sc", "x.conf"], "configuration files are not supported yet"),
         (
             ["--routes", "nats://h:1"],
             "solicited routes require cluster capabilities, e.g. --cluster",

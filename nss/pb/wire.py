@@ -1,0 +1,112 @@
+"""Would the Go server's (gogo-protobuf) decoder accept this payload?
+
+The Python decoder is lenient where gogo's generated ``Unmarshal`` is not: a
+known field arriving with the wrong wire type is kept as an unknown field
+instead of failing the decode. The protocol depends on decode failures in one
+place: a payload on the publish subject that is not a PubMsg but decodes as
+a (legacy) CtrlMsg is silently ignored (protocol.md §6). This walker tells
+the two cases apart the way Go does. It runs on error paths only.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+_LEN = 2
+_FD = FieldDescriptor
+_FIXED64 = {_FD.TYPE_DOUBLE, _FD.TYPE_FIXED64, _FD.TYPE_SFIXED64}
+_FIXED32 = {_FD.TYPE_FLOAT, _FD.TYPE_FIXED32, _FD.TYPE_SFIXED32}
+_LENGTH = {_FD.TYPE_STRING, _FD.TYPE_BYTES, _FD.TYPE_MESSAGE}
+
+_cache: dict[str, dict[int, frozenset[int]]] = {}
+
+
+def _wire_types(desc: Descriptor) -> dict[int, frozenset[int]]:
+    wt = _cache.get(desc.full_name)
+    if wt is None:
+        wt = {}
+        for f in desc.fields:
+            if f.type in _LENGTH:
+                ok = {_LEN}
+            elif f.type in _FIXED64:
+                ok = {1}
+            elif f.type in _FIXED32:
+                ok = {5}
+            else:
+                ok = {0}
+            if f.is_repeated and f.type not in _LENGTH:
+                ok.add(_LEN)  # packed or not, both are accepted
+            wt[f.number] = frozenset(ok)
+        _cache[desc.full_name] = wt
+    return wt
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    shift = 0
+    v = 0
+    n = len(data)
+    while True:
+        if shift >= 64:
+            raise ValueError("int overflow")
+        if i >= n:
+            raise ValueError("unexpected EOF")
+        b = data[i]
+        i += 1
+        v |= (b & 0x7F) << shift
+        if b < 0x80:
+            return v, i
+        shift += 7
+
+
+def _skip(data: bytes, i: int, wire: int) -> int:
+    """Skip one value (or a whole group) of wire type ``wire`` at ``i``."""
+    depth = 0
+    while True:
+        if wire == 0:
+            _, i = _varint(data, i)
+        elif wire == 1:
+            i += 8
+        elif wire == _LEN:
+            ln, i = _varint(data, i)
+            if ln > len(data) - i:
+                raise ValueError("invalid length")
+            i += ln
+        elif wire == 3:
+            depth += 1
+        elif wire == 4:
+            if depth == 0:
+                raise ValueError("unexpected end of group")
+            depth -= 1
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError("illegal wire type")
+        if i > len(data):
+            raise ValueError("unexpected EOF")
+        if depth == 0:
+            return i
+        key, i = _varint(data, i)
+        wire = key & 7
+
+
+def go_decodes(data: bytes, desc: Descriptor) -> bool:
+    """True if Go's generated Unmarshal for ``desc`` would succeed on ``data``.
+
+    Strings are not checked for UTF-8 (gogo does not check them either);
+    nested messages are not descended into."""
+    wt = _wire_types(desc)
+    i = 0
+    n = len(data)
+    try:
+        while i < n:
+            key, i = _varint(data, i)
+            num, wire = key >> 3, key & 7
+            if wire == 4 or num <= 0:
+                return False
+            ok = wt.get(num)
+            if ok is not None and wire not in ok:
+                return False
+            i = _skip(data, i, wire)
+    except ValueError:
+        return False
+    return True
