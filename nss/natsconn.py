@@ -133,6 +133,8 @@ class NatsConnection:
         self.max_payload = 1024 * 1024
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
+        # called when an INFO update shows new servers in the NATS cluster
+        self.on_discovered: Callable[[], None] | None = None
         self._cur = 0  # index in _addrs of the server connected to
         self._last_try: dict[int, float] = {}  # index -> loop time of last attempt
         # an incomplete tail of the last read, parsed again with the next one
@@ -257,12 +259,14 @@ class NatsConnection:
         assert self._loop is not None
         self._reconnect_task = self._loop.create_task(self._reconnect())
 
-    def _learn_servers(self, info: dict[str, Any]) -> None:
+    def _learn_servers(self, info: dict[str, Any]) -> bool:
         """Add the cluster's other servers (INFO ``connect_urls``) to the
-        reconnect pool, as nats.go does for the Go server's connections."""
+        reconnect pool, as nats.go does for the Go server's connections.
+        True when the pool grew (the NATS cluster gained a server)."""
         urls = info.get("connect_urls")
         if not urls:
-            return
+            return False
+        grew = False
         first = self._addrs[0]
         known = {(a.host, a.port) for a in self._addrs}
         for url in urls:
@@ -271,6 +275,8 @@ class NatsConnection:
                 known.add((a.host, a.port))
                 a.scheme, a.user, a.password = first.scheme, first.user, first.password
                 self._addrs.append(a)
+                grew = True
+        return grew
 
     async def _reconnect(self) -> None:
         # As nats.go: go round the pool starting after the server just lost,
@@ -395,7 +401,8 @@ class NatsConnection:
                     except ValueError:
                         info = {}
                     self.server_info.update(info)
-                    self._learn_servers(info)
+                    if self._learn_servers(info) and self.on_discovered is not None:
+                        self.on_discovered()
                 elif line.startswith(b"-ERR"):
                     if self._on_error:
                         self._on_error("NATS server: " + line.decode(errors="replace"))
