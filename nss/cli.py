@@ -495,6 +495,8 @@ def check_supported(opts: Options) -> None:
         raise UsageError(f"unsupported store type: {st.store_type}")
     if store != "MEMORY":
         raise UsageError(f"store type {store} is not supported yet")
+    if st.partitioning and st.cluster.clustered:
+        raise UsageError("stan: channels partitioning in clustering mode is not supported")
     if st.cluster.clustered:
         raise UsageError(
             "Raft clustering (--clustered) is not supported by nss; "
@@ -502,8 +504,6 @@ def check_supported(opts: Options) -> None:
         )
     if st.ft_group:
         raise UsageError("fault tolerance mode (--ft_group) is not supported yet")
-    if st.partitioning:
-        raise UsageError("channels partitioning is not supported yet")
     if st.encrypt or st.encryption_key:
         raise UsageError("encryption at rest (--encrypt) is not supported yet")
     _check_limits(opts)

@@ -26,6 +26,7 @@ from nss.server.channels import Channel, ChannelRegistry, valid_channel
 from nss.server.clients import Client, ClientRegistry, valid_client_id
 from nss.server.io import IOPath, encode_puback
 from nss.server.monitor_http import MonitorHTTP
+from nss.server.partitions import Partition, PartitionExchange
 from nss.server.subs import Deliverer, QueueGroup, Subscription, sendable
 from nss.stores.base import Store, StoreError
 
@@ -54,6 +55,8 @@ ERR_CLIENT_REPLACED = "client has been replaced or is no longer registered"
 
 # Duplicate client ID probe timeout (protocol.md §13).
 DUP_CHECK_TIMEOUT = 0.5
+# Partitioning: how long a publish or subscribe waits for its client's connect.
+PARTITION_CLIENT_WAIT = 1.0
 # Standalone self-check for another server of the same cluster (§15).
 SELF_CHECK_TIMEOUT = 0.25
 
@@ -118,6 +121,10 @@ class StanServer:
         self.fatal: asyncio.Future[str] | None = None
         self.nats_url = ""
         self.monitor: MonitorHTTP | None = None
+        self.partition: Partition | None = None
+        self.exchange: PartitionExchange | None = None
+        # partitioning: publishes of clients whose connect is still queued
+        self._waiting_pubs: dict[bytes | str, list[tuple[pb.PubMsg, str]]] = {}
 
     # ================================================================ lifecycle
     async def start(self) -> None:
@@ -140,7 +147,9 @@ class StanServer:
         self.deliverer = Deliverer(self.conn.publish, self._schedule_redelivery, loop)
         self.io = IOPath(self, s.io_batch_size, s.io_sleep_time)
         self.deliverer.deliver_later = self.io.deliver_later
-        if not s.ft_group and not s.partitioning:
+        if s.partitioning:
+            await self._start_partitioning()
+        elif not s.ft_group:
             await self._self_check()
         self._subscribe_protocol()
         self.io.start()
@@ -301,8 +310,50 @@ class StanServer:
                 pass
         raise StartupError(f'discovered another streaming server with cluster ID "{cid}"')
 
+    async def _start_partitioning(self) -> None:
+        """Answer other partitions' channel lists, then check ours (§2)."""
+        from nss.server.partitions import Partition, PartitionError, PartitionExchange
+
+        try:
+            self.partition = Partition(list(self.sopts.store_limits.per_channel))
+        except PartitionError as e:
+            raise StartupError(str(e)) from e
+        self.exchange = PartitionExchange(
+            self.conn, self.sopts.cluster_id, self.server_id, self.partition, self.log.error
+        )
+        self.exchange.start()
+        try:
+            await self.exchange.check()
+        except PartitionError as e:
+            raise StartupError(str(e)) from e
+        self.conn.on_discovered = self._on_nats_cluster_grew
+
+    def _on_nats_cluster_grew(self) -> None:
+        asyncio.get_running_loop().create_task(self._recheck_partition())
+
+    async def _recheck_partition(self) -> None:
+        """A server joined the NATS cluster: it may serve one of our channels."""
+        from nss.server.partitions import TOPOLOGY_DELAY, PartitionError
+
+        await asyncio.sleep(TOPOLOGY_DELAY)
+        if self.exchange is None or self._shutdown:
+            return
+        try:
+            await self.exchange.check()
+        except PartitionError as e:
+            if self.fatal is not None and not self.fatal.done():
+                self.fatal.set_result(f"Partitioning error: {e}")
+        except (TimeoutError, NatsError) as e:
+            self.log.error(f"Partitioning check failed: {e}")
+
     def _subscribe_protocol(self) -> None:
         info, sub = self.info, self.conn.subscribe
+        if self.partition is not None:
+            publish_sids = [
+                sub(f"{info.Publish}.{name}", self._on_publish) for name in self.partition.names
+            ]
+        else:
+            publish_sids = [sub(info.Publish + ".>", self._on_publish)]
 
         def unless_stopping(cb: Any) -> Any:
             def on_request(subject: str, reply: str, payload: bytes) -> None:
@@ -314,11 +365,11 @@ class StanServer:
         self._sids = [
             sub(info.Discovery, unless_stopping(self._on_connect)),
             sub(info.Discovery + ".pings", self._on_ping),
-            sub(info.Publish + ".>", self._on_publish),
             sub(info.Subscribe, unless_stopping(self._on_subscribe)),
             sub(info.Unsubscribe, unless_stopping(self._on_unsubscribe)),
             sub(info.SubClose, unless_stopping(self._on_subclose)),
             sub(info.Close, unless_stopping(self._on_close)),
+            *publish_sids,
         ]
 
     async def shutdown(self) -> None:
@@ -599,6 +650,11 @@ class StanServer:
             client = self.clients.by_conn.get(pm.connID)
         else:
             client = self.clients.by_id.get(pm.clientID)
+        if client is None and self.partition is not None and pm.guid and valid_channel(pm.subject):
+            self.in_msgs += 1
+            self.in_bytes += len(payload)
+            self._publish_when_known(pm, reply)
+            return
         if client is None or not pm.guid or not valid_channel(pm.subject):
             if not go_decodes(payload, _PUBMSG_DESC):
                 # the Go decoder rejects what upb let through (wrong wire type)
@@ -612,6 +668,39 @@ class StanServer:
         self.in_msgs += 1
         self.in_bytes += len(payload)
         self.io.publish(pm, reply)
+
+    def _client_of(self, client_id: str, conn_id: bytes) -> Client | None:
+        if conn_id:
+            return self.clients.by_conn.get(conn_id)
+        return self.clients.by_id.get(client_id)
+
+    def _publish_when_known(self, pm: pb.PubMsg, reply: str) -> None:
+        """Partitioning: the connect went to every partition and ours may still
+        be queued; hold the client's publishes (in order) up to 1 s for it."""
+        key: bytes | str = pm.connID or pm.clientID
+        waiting = self._waiting_pubs.get(key)
+        if waiting is not None:
+            waiting.append((pm, reply))
+            return
+        self._waiting_pubs[key] = [(pm, reply)]
+
+        async def wait() -> None:
+            known = await self._wait_client(pm.clientID, pm.connID)
+            for m, r in self._waiting_pubs.pop(key, []):
+                if known:
+                    self.io.publish(m, r)
+                elif r:
+                    self.conn.publish(r, encode_puback(m.guid, ERR_INVALID_PUB_REQ))
+
+        asyncio.get_running_loop().create_task(wait())
+
+    async def _wait_client(self, client_id: str, conn_id: bytes = b"") -> bool:
+        deadline = asyncio.get_running_loop().time() + PARTITION_CLIENT_WAIT
+        while self._client_of(client_id, conn_id) is None:
+            if asyncio.get_running_loop().time() >= deadline or self._shutdown:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     def _undecodable_publish(self, subject: str, reply: str, payload: bytes, guid: str) -> None:
         if go_decodes(payload, _CTRLMSG_DESC):
@@ -627,7 +716,7 @@ class StanServer:
     def _sub_error(self, reply: str, err: str) -> None:
         self._respond(reply, pb.SubscriptionResponse(error=err))
 
-    async def _handle_subscribe(self, payload: bytes, reply: str) -> None:
+    async def _handle_subscribe(self, payload: bytes, reply: str, retried: bool = False) -> None:
         try:
             req = go_decode(pb.SubscriptionRequest, payload)
         except DecodeError:
@@ -647,9 +736,23 @@ class StanServer:
         if err:
             self._sub_error(reply, err)
             return
+        if self.partition is not None and not self.partition.owns(req.subject):
+            return  # another partition's channel: it answers, or the client times out
         client = self.clients.get(req.clientID)
         if client is None:
-            self._sub_error(reply, ERR_UNKNOWN_CLIENT)
+            if self.partition is None:
+                self._sub_error(reply, ERR_UNKNOWN_CLIENT)
+            elif not retried:
+                # the connect may still be queued here: retry once it is known
+                async def retry() -> None:
+                    if await self._wait_client(req.clientID):
+                        self.io.acall(self._handle_subscribe, payload, reply, True)
+                    else:
+                        self._sub_error(reply, ERR_INVALID_SUB_REQ)
+
+                asyncio.get_running_loop().create_task(retry())
+            else:
+                self._sub_error(reply, ERR_INVALID_SUB_REQ)
             return
         try:
             ch = self.lookup_or_create_channel(req.subject)
@@ -812,6 +915,8 @@ class StanServer:
             req = go_decode(pb.UnsubscribeRequest, payload)
         except DecodeError:
             self._sub_error(reply, ERR_INVALID_UNSUB_REQ)
+            return
+        if self.partition is not None and not self.partition.owns(req.subject):
             return
         ch = self.channels.get(req.subject)
         if ch is None:
