@@ -28,7 +28,7 @@ from nss.server.io import IOPath, encode_puback
 from nss.server.monitor_http import MonitorHTTP
 from nss.server.partitions import Partition, PartitionExchange
 from nss.server.subs import Deliverer, QueueGroup, Subscription, sendable
-from nss.stores.base import Store, StoreError
+from nss.stores.base import RecoveredState, Store, StoreError
 
 ERR_INVALID_CONN_REQ = "stan: invalid connection request"
 ERR_INVALID_CLIENT_ID = (
@@ -143,7 +143,7 @@ class StanServer:
         if self.monitor is not None:
             await self.monitor.start()
         await self._connect_nats()
-        self._open_store()
+        await self._open_store()
         self.deliverer = Deliverer(self.conn.publish, self._schedule_redelivery, loop)
         self.io = IOPath(self, s.io_batch_size, s.io_sleep_time)
         self.deliverer.deliver_later = self.io.deliver_later
@@ -152,6 +152,7 @@ class StanServer:
         elif not s.ft_group:
             await self._self_check()
         self._subscribe_protocol()
+        self._resume_recovered()
         self.io.start()
         await self.conn.flush()
         self._log_limits()
@@ -225,24 +226,148 @@ class StanServer:
         self.max_payload = self.conn.max_payload
         self.log.info(f"Connected to NATS at {self.nats_url}")
 
-    def _open_store(self) -> None:
+    def _create_store(self) -> Store:
         s = self.sopts
         st = s.store_type.upper()
-        if st != "MEMORY":
-            raise StartupError(f"store type {st} is not supported yet")
-        from nss.stores.memory import MemoryStore
+        if st == "MEMORY":
+            from nss.stores.memory import MemoryStore
 
-        self.store = MemoryStore(s.store_limits)
-        self.channels = ChannelRegistry(self.store)
-        self.log.info("Recovering the state...")
-        rs = self.store.recover()
+            return MemoryStore(s.store_limits)
+        if st == "FILE":
+            if not s.file_path:
+                raise StartupError("for FILE stores, root directory must be specified")
+            from nss.stores.file import FileStore
+
+            return FileStore(s.file_path, s.store_limits, s.file_options)
+        raise StartupError(f"store type {st} is not supported yet")
+
+    async def _open_store(self) -> None:
+        s = self.sopts
+        try:
+            self.store = self._create_store()
+            self.channels = ChannelRegistry(self.store)
+            self.log.info("Recovering the state...")
+            rs = await asyncio.get_running_loop().run_in_executor(None, self.store.recover)
+        except StoreError as e:
+            raise StartupError(str(e)) from e
         if rs is None:
             self.info = server_subjects(s.cluster_id, s.discover_prefix)
             self.store.init(self.info)
+            await self.store.flush()
             self.log.info("No recovered state")
-        else:  # pragma: no cover - persistent stores arrive with later issues
+        else:
+            if rs.info.ClusterID != s.cluster_id:
+                raise StartupError(
+                    f'cluster ID "{s.cluster_id}" does not match recovered value of '
+                    f'"{rs.info.ClusterID}"'
+                )
             self.info = rs.info
+            if not self.info.SubClose:
+                self.info.SubClose = f"_STAN.subclose.{s.cluster_id}"
+                self.store.init(self.info)
+                await self.store.flush()
+            self._restore(rs)
         self.log.info(f"Message store is {self.store.name}")
+
+    def _restore(self, rs: RecoveredState) -> None:
+        """Rebuild clients, channels and subscriptions from the store
+        (stores.md §1.4). Ack inboxes are subscribed and timers armed when
+        the server starts serving (``_resume_recovered``)."""
+        for ci in rs.clients:
+            self.clients.add(
+                Client(
+                    id=ci.ID,
+                    hb_inbox=ci.HbInbox,
+                    conn_id=ci.ConnID,
+                    protocol=ci.Protocol,
+                    ping_interval=ci.PingInterval,
+                    ping_max_out=ci.PingMaxOut,
+                )
+            )
+        nsubs = 0
+        for name, rc in rs.channels.items():
+            ch = Channel(name, rc.channel)
+            ts = ch.msgs.timestamp_of(ch.msgs.last_sequence())
+            ch.last_ts = ch.last_activity = ts or 0
+            self.channels.add(ch)
+            for rsub in rc.subscriptions:
+                if self._restore_sub(ch, rsub.sub, rsub.pending):
+                    nsubs += 1
+        self.log.info(f"Recovered {len(self.clients)} client(s)")
+        self.log.info(f"Recovered {len(self.channels)} channel(s) and {nsubs} subscription(s)")
+
+    def _restore_sub(self, ch: Channel, st: spb.SubState, pending: set[int]) -> bool:
+        sub = Subscription(ch)
+        sub.id = st.ID
+        sub.client_id = st.clientID
+        sub.qgroup = st.qGroup
+        sub.inbox = st.inbox
+        sub.ack_inbox = st.ackInbox
+        sub.max_inflight = st.maxInFlight or 1
+        sub.ack_wait = st.ackWaitInSecs or 30
+        sub.durable_name = st.durableName
+        sub.is_durable = st.isDurable
+        sub.is_closed = st.isClosed
+        sub.last_sent = st.lastSent
+        # no deadline known: the first redelivery pass uses timestamp + AckWait
+        sub.pending = dict.fromkeys(sorted(pending), 0.0)
+        client = self.clients.get(st.clientID) if st.clientID else None
+        if st.qGroup:
+            group = ch.queues.get(st.qGroup)
+            if group is None:
+                group = QueueGroup(st.qGroup, ch, st.isDurable)
+                ch.queues[st.qGroup] = group
+            group.last_sent = max(group.last_sent, st.lastSent)
+            if st.isDurable and not st.clientID:
+                sub.group = group
+                group.shadow = sub
+                return True
+            if client is None:
+                # a member whose client is gone: a ghost, dropped (stores.md §1.4)
+                ch.subs_store.delete_sub(st.ID)
+                if not group.members and group.shadow is None:
+                    del ch.queues[st.qGroup]
+                return False
+            sub.group = group
+            group.members.append(sub)
+        elif st.isDurable:
+            ch.durables[sub.durable_key] = sub
+            if st.isClosed or client is None:
+                return True
+        elif client is None:
+            ch.subs_store.delete_sub(st.ID)
+            return False
+        assert client is not None
+        sub.client = client
+        sub.failed_hb = client.failed_hb > 0
+        sub.stalled = len(sub.pending) >= sub.max_inflight
+        client.subs.append(sub)
+        if sub.group is None:
+            ch.plain.append(sub)
+        return True
+
+    def _resume_recovered(self) -> None:
+        """Start serving what was recovered: ack inboxes, heartbeats,
+        redelivery of unacked messages, then normal delivery."""
+        for client in self.clients.by_id.values():
+            self._arm_heartbeat(client, self.sopts.hb_interval)
+        for ch in self.channels.channels.values():
+            online = list(ch.plain)
+            for g in ch.queues.values():
+                online.extend(g.members)
+            for sub in online:
+                sub.ack_sid = self.conn.subscribe(
+                    sub.ack_inbox, lambda _s, _r, payload, sub=sub: self._on_ack(sub, payload)
+                )
+                ch.by_ack[sub.ack_inbox] = sub
+                sub.initialized = True
+                if sub.pending:
+                    self.deliverer.redeliver(sub)
+                self.io.deliver_later(sub.group if sub.group is not None else sub)
+            if ch.msgs.limits.max_age > 0:
+                self._expire_channel(ch)
+            if not ch.has_active_subs():
+                self._arm_inactivity(ch)
 
     def _log_limits(self) -> None:
         """The limits table of the start-up banner; '*' marks inherited values."""
