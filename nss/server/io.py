@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from nss.pb import protocol_pb2 as pb
+from nss.server.monitor import LatencyHistogram
 from nss.stores.base import StoreError
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class IOPath:
         self._to_deliver: dict[Subscription | QueueGroup, None] = {}
         self.batches = 0
         self.batched_msgs = 0
+        # store flush latency, read by /metrics (nss_store_flush_seconds)
+        self.flush_latency = LatencyHistogram()
 
     # ---------------------------------------------------------------- queueing
     def _signal(self) -> None:
@@ -200,8 +203,10 @@ class IOPath:
         if touched:
             chans = list(touched)
             touched.clear()
+            t0 = time.perf_counter()
             for ch in chans:
                 await ch.msgs.flush()
+            self.flush_latency.observe(time.perf_counter() - t0)
             deliverer = server.deliverer
             for ch in chans:
                 deliverer.deliver_channel(ch)
