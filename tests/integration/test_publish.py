@@ -248,3 +248,39 @@ async def test_ctrl_msg_on_publish_subject_is_ignored(nss):
         await expect_no_reply(nc, f"{PUB}.foo", b"\x08\x02\x12\x01x")
     finally:
         await nc.close()
+
+
+async def test_delivery_precedes_puback(nss):
+    """PubAcks go out after delivery to current subscribers was attempted
+    (protocol.md §6, §12): on one connection the message comes first."""
+    c = await StanClient.connect(nss.url, "me")
+    try:
+        base = c.nc.new_inbox()
+        s = await c.nc.subscribe(base + ".>")
+        req = pb.SubscriptionRequest(
+            clientID="me", subject="foo", inbox=base + ".data", maxInFlight=100, ackWaitInSecs=30
+        )
+        resp = pb.SubscriptionResponse.FromString(
+            await request(c.nc, c.resp.subRequests, req.SerializeToString())
+        )
+        assert resp.error == ""
+        for i in range(3):
+            pm = pb.PubMsg(
+                clientID="me", guid=f"g{i}", subject="foo", data=b"x", connID=c.conn_id
+            )
+            await c.nc.publish(f"{PUB}.foo", pm.SerializeToString(), reply=base + ".ack")
+        got = []
+        for _ in range(6):
+            m = await s.next_msg(timeout=2)
+            got.append(m.subject.rsplit(".", 1)[1])
+        assert got.count("data") == 3 and got.count("ack") == 3
+        # the k-th PubAck comes after (at least) k deliveries
+        acks = datas = 0
+        for kind in got:
+            if kind == "ack":
+                acks += 1
+                assert datas >= acks, got
+            else:
+                datas += 1
+    finally:
+        await c.close()

@@ -337,3 +337,22 @@ async def test_queue_redelivery_skips_stalled_members(nss):
     await q2.expect_nothing(0.1)
     await c.close()
 
+
+
+async def test_durable_group_all_members_of_a_closed_connection(nss):
+    """Both members belong to one connection: on close the first one's pending
+    moves to the second, which becomes the shadow with all of it."""
+    a = await StanClient.connect(nss.url, "a")
+    q1 = await a.subscribe("foo", queue="g", durable="dur", manual_acks=True)
+    q2 = await a.subscribe("foo", queue="g", durable="dur", manual_acks=True)
+    await _publish_n(a, "foo", 1, 4)
+    await wait_for(lambda: len(q1.received) + len(q2.received) == 4)
+    await a.close()
+    b = await StanClient.connect(nss.url, "b")
+    await _publish_n(b, "foo", 5, 5)
+    qb = await b.subscribe("foo", queue="g", durable="dur", manual_acks=True)
+    got = await qb.take(5)
+    assert sorted(m.sequence for m in got[:4]) == [1, 2, 3, 4]
+    assert all(m.redelivered for m in got[:4])
+    assert (got[4].sequence, got[4].redelivered) == (5, False)
+    await b.close()
