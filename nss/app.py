@@ -80,12 +80,16 @@ def load_config_files(opts: Options, explicit: set[str]) -> None:
     path = sc or c
     if not path:
         return
-    from nss.config_apply import apply_streaming_config, nats_only_config
+    from nss.config_apply import apply_streaming_config, monitor_ports, nats_only_config
     from nss.stores.limits import validate
 
     apply_streaming_config(opts, path, explicit)
     validate(opts.streaming.store_limits)
     nats_file = c or sc
+    ports = monitor_ports(nats_file)
+    if "nats.http_port" not in explicit and "nats.https_port" not in explicit:
+        opts.nats.http_port = ports.get("http", opts.nats.http_port)
+        opts.nats.https_port = ports.get("https", opts.nats.https_port)
     if not opts.streaming.nats_server_url:
         import atexit
         import shutil

@@ -483,10 +483,44 @@ def nats_only_config(path: str, directory: str) -> str | None:
     from nss.config import parse_file
 
     top = parse_file(path)
-    kept = {k: v for k, v in top.items() if k.lower() in NATS_TOP_LEVEL_KEYS}
+    kept = {
+        k: v
+        for k, v in top.items()
+        if k.lower() in NATS_TOP_LEVEL_KEYS and k.lower() not in _MONITOR_KEYS
+    }
     if not kept:
         return None
     out = os.path.join(directory, "nats-server.conf")
     with open(out, "w") as f:
         json.dump(kept, f, indent=2, default=str)
+    return out
+
+
+# Monitoring keys of a NATS config: nss serves that port itself (NATS and
+# streaming endpoints together), so they are taken out of the child's copy.
+_MONITOR_KEYS = {
+    "http": "http",
+    "http_port": "http",
+    "monitor_port": "http",
+    "https": "https",
+    "https_port": "https",
+}
+
+
+def monitor_ports(path: str) -> dict[str, int]:
+    """``{"http": port}`` / ``{"https": port}`` set by a NATS config file
+    (``http: 8222``, ``http: "0.0.0.0:8222"``, ``http_port``, ...)."""
+    from nss.config import parse_file
+
+    out: dict[str, int] = {}
+    for k, v in parse_file(path).items():
+        kind = _MONITOR_KEYS.get(k.lower())
+        if kind is None:
+            continue
+        text = str(v)
+        port = text.rsplit(":", 1)[-1]
+        try:
+            out[kind] = int(port)
+        except ValueError as e:
+            raise ConfigError(f"{path}: invalid {k} value {text!r}") from e
     return out

@@ -74,3 +74,19 @@ def test_syntax_error_is_refused(tmp_path: Path) -> None:
     r = run_nss("-sc", str(conf))
     assert r.returncode == 1
     assert str(conf) in r.stderr
+
+
+async def test_monitoring_port_from_the_nats_config(nss_factory, tmp_path: Path) -> None:
+    """`http: PORT` in the file serves NATS and streaming endpoints together."""
+    import json
+    import urllib.request
+
+    port = free_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(f"http: {port}\nstreaming {{ cluster_id: mon }}\n")
+    nss_factory("-c", str(conf), cluster_id="mon")
+    for path in ("/streaming/serverz", "/varz"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            body = json.loads(r.read())
+        assert body.get("cluster_id", "mon") == "mon"
+        assert path != "/varz" or body["http_port"] == port
