@@ -493,8 +493,10 @@ def check_supported(opts: Options) -> None:
     store = st.store_type.upper()
     if store not in _VALID_STORE_TYPES:
         raise UsageError(f"unsupported store type: {st.store_type}")
-    if store != "MEMORY":
+    if store == "SQL":
         raise UsageError(f"store type {store} is not supported yet")
+    if store == "FILE" and not st.file_path:
+        raise UsageError("for FILE stores, root directory must be specified")
     if st.partitioning and st.cluster.clustered:
         raise UsageError("stan: channels partitioning in clustering mode is not supported")
     if st.cluster.clustered:

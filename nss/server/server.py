@@ -28,7 +28,7 @@ from nss.server.io import IOPath, encode_puback
 from nss.server.monitor_http import MonitorHTTP
 from nss.server.partitions import Partition, PartitionExchange
 from nss.server.subs import Deliverer, QueueGroup, Subscription, sendable
-from nss.stores.base import RecoveredState, Store, StoreError
+from nss.stores.base import ERR_NO_SRV_BUT_CHANNELS, RecoveredState, Store, StoreError
 
 ERR_INVALID_CONN_REQ = "stan: invalid connection request"
 ERR_INVALID_CLIENT_ID = (
@@ -247,7 +247,7 @@ class StanServer:
             self.store = self._create_store()
             self.channels = ChannelRegistry(self.store)
             self.log.info("Recovering the state...")
-            rs = await asyncio.get_running_loop().run_in_executor(None, self.store.recover)
+            rs = await asyncio.to_thread(self._recover_store)
         except StoreError as e:
             raise StartupError(str(e)) from e
         if rs is None:
@@ -268,6 +268,17 @@ class StanServer:
                 await self.store.flush()
             self._restore(rs)
         self.log.info(f"Message store is {self.store.name}")
+
+    def _recover_store(self) -> RecoveredState | None:
+        try:
+            return self.store.recover()
+        except StoreError as e:
+            if str(e) != ERR_NO_SRV_BUT_CHANNELS:
+                raise
+        # channels but no server info: write it, then recover again (§1.1)
+        s = self.sopts
+        self.store.init(server_subjects(s.cluster_id, s.discover_prefix))
+        return self.store.recover()
 
     def _restore(self, rs: RecoveredState) -> None:
         """Rebuild clients, channels and subscriptions from the store

@@ -9,6 +9,20 @@ Writes are buffered by the stores and made durable by ``flush``; the server's
 I/O path calls ``flush`` once per channel per batch before it sends PubAcks.
 Everything else is synchronous so that the hot path does not await per
 message.
+
+Flush scope: a store may commit more than the object it is called on. The
+SQL store journals every change of every channel and commits all of it in
+one transaction on the first ``flush`` (of any MsgStore, SubStore or the
+Store); later calls in the same batch find nothing left and return at once.
+Either way, when ``flush`` returns without raising, everything the caller
+changed before calling it is durable; when it raises StoreError nothing may
+be acknowledged (the SQL store keeps the changes and commits them once the
+database is back).
+
+Reads stay synchronous: ``lookup`` of a store backed by a database serves
+recent messages from memory and reads older ones with a short blocking
+query; ``MsgStore.prefetch`` lets the server load a range it is about to
+replay without blocking the event loop.
 """
 
 from __future__ import annotations
@@ -23,6 +37,9 @@ ERR_TOO_MANY_CHANNELS = "too many channels"
 ERR_TOO_MANY_SUBS = "too many subscriptions per channel"
 ERR_ALREADY_EXISTS = "already exists"
 ERR_NOT_FOUND = "not found"
+# Recover(): server.dat holds no state but channel directories exist; the
+# server then calls init() and recover() again (stores.md §1.1).
+ERR_NO_SRV_BUT_CHANNELS = "no server state recovered but channels present"
 
 
 class StoreError(Exception):
@@ -97,6 +114,13 @@ class MsgStore(ABC):
     async def flush(self) -> None:
         """Make buffered messages durable (no-op in memory)."""
 
+    async def prefetch(self, first_seq: int, last_seq: int) -> None:
+        """Hint: messages ``first_seq..last_seq`` are about to be looked up
+        (a subscriber replaying history). Stores that read from a database
+        load them off the event loop so that those ``lookup`` calls do not
+        block; a no-op for in-memory and file stores. Failing is harmless:
+        ``lookup`` reads whatever was not prefetched."""
+
     @abstractmethod
     def expire(self, now_ns: int) -> float | None:
         """Drop messages older than MaxAge; seconds until the next expiry."""
@@ -150,6 +174,20 @@ class Store(ABC):
         self.limits = limits.clone()
 
     def get_exclusive_lock(self) -> bool:
+        """FT: try to become the exclusive user of the store (stores.md §1.1).
+
+        May block (SQL: up to ~4.5 s while it watches a live owner), so the
+        FT loop calls it from a thread. True once owned, False if another
+        server holds it, StoreError on failure or when not supported."""
+        raise StoreError("not supported")
+
+    def check_lock(self) -> bool:
+        """FT: refresh the lease of a lock returned by ``get_exclusive_lock``.
+
+        The FT loop of the active server calls it every second (from a
+        thread). True: still the owner. False: another server took the lock,
+        this one must stop serving at once. StoreError: could not check
+        (after 3 consecutive errors the caller must stop as well)."""
         raise StoreError("not supported")
 
     @abstractmethod

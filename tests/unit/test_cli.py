@@ -502,6 +502,7 @@ def _check(*argv: str) -> None:
 def test_check_supported_accepts_defaults() -> None:
     check_supported(Options())
     _check("-c", "nats.conf", "-sc", "stan.conf")
+    _check("--store", "FILE", "--dir", "/x")
     _check("-p", "-1", "-SDV", "--cluster", "nats://h:1", "--routes", "nats://h:2")
     _check("-mc", "0", "-msu", "0", "-mm", "0", "-mb", "0", "-ma", "0", "-mi", "0")
 
@@ -509,8 +510,7 @@ def test_check_supported_accepts_defaults() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--store", "FILE", "--dir", "/x"], "store type FILE is not supported yet"),
-        (["--store", "file"], "store type FILE is not supported yet"),
+        (["--store", "file"], "for FILE stores, root directory must be specified"),
         (["--store", "sql"], "store type SQL is not supported yet"),
         (["--store", "bolt"], "unsupported store type: bolt"),
         (["--ft_group", "g"], "not supported yet"),

@@ -1,0 +1,230 @@
+"""The store contract of nss/stores/base.py, run against every backend.
+
+One class, parametrized by store type (tooz-style drivers): whatever the
+server relies on must hold for MEMORY and FILE alike. Only the byte
+accounting differs by design (stores.md §2.6): FILE counts 40 bytes of
+record header and index per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from nss.options import ChannelLimits, FileOptions, StoreLimits
+from nss.pb import protocol_pb2 as pb
+from nss.pb import spb_pb2 as spb
+from nss.stores.base import (
+    ERR_ALREADY_EXISTS,
+    ERR_NOT_FOUND,
+    ERR_TOO_MANY_CHANNELS,
+    ERR_TOO_MANY_SUBS,
+    MsgStore,
+    Store,
+    StoreError,
+)
+from nss.stores.file import FileStore
+from nss.stores.memory import MemoryStore
+
+SEC = 1_000_000_000
+OVERHEAD = {"MEMORY": 0, "FILE": 40}
+
+Factory = Callable[..., Store]
+
+
+def encoded(seq: int, ts: int, data: bytes = b"payload") -> bytes:
+    return pb.MsgProto(sequence=seq, subject="foo", data=data, timestamp=ts).SerializeToString()
+
+
+def put(ms: MsgStore, seq: int, ts: int | None = None, data: bytes = b"payload") -> bytes:
+    ts = seq * SEC if ts is None else ts
+    d = encoded(seq, ts, data)
+    ms.store(seq, ts, d)
+    return d
+
+
+@pytest.fixture(params=["MEMORY", "FILE"])
+async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
+    """``make(**limits)`` opens a store of the parametrized type."""
+    kind: str = request.param
+    opened: list[Store] = []
+
+    def factory(per_channel: dict[str, ChannelLimits] | None = None, **limits: object) -> Store:
+        lim = StoreLimits(**limits)  # type: ignore[arg-type]
+        if per_channel:
+            lim.per_channel = per_channel
+        if kind == "MEMORY":
+            st: Store = MemoryStore(lim)
+        else:
+            st = FileStore(str(tmp_path / f"store{len(opened)}"), lim, FileOptions(do_sync=False))
+        assert st.recover() is None
+        st.init(spb.ServerInfo(ClusterID="contract"))
+        opened.append(st)
+        return st
+
+    factory.kind = kind  # type: ignore[attr-defined]
+    yield factory
+    for st in opened:
+        await st.close()
+
+
+class TestStoreContract:
+    async def test_name(self, make: Factory) -> None:
+        assert make().name == make.kind  # type: ignore[attr-defined]
+
+    async def test_store_lookup_first_last(self, make: Factory) -> None:
+        ms = make().create_channel("foo").msgs
+        assert (ms.first_sequence(), ms.last_sequence(), ms.state()) == (0, 0, (0, 0))
+        assert ms.lookup(1) is None
+        datas = [put(ms, s) for s in range(1, 6)]
+        await ms.flush()
+        assert (ms.first_sequence(), ms.last_sequence()) == (1, 5)
+        assert [ms.lookup(s) for s in range(1, 6)] == datas
+        assert ms.lookup(0) is None and ms.lookup(6) is None
+        ov = OVERHEAD[make.kind]  # type: ignore[attr-defined]
+        assert ms.state() == (5, sum(len(d) + ov for d in datas))
+        assert ms.timestamp_of(3) == 3 * SEC and ms.timestamp_of(9) is None
+
+    async def test_store_ignores_old_sequences(self, make: Factory) -> None:
+        ms = make().create_channel("foo").msgs
+        first = put(ms, 1)
+        ms.store(1, 99, encoded(1, 99, b"other"))
+        assert ms.lookup(1) == first and ms.state()[0] == 1
+
+    async def test_max_msgs_drops_oldest(self, make: Factory) -> None:
+        ms = make(max_msgs=3).create_channel("foo").msgs
+        for s in range(1, 11):
+            put(ms, s)
+        await ms.flush()
+        assert (ms.first_sequence(), ms.last_sequence(), ms.state()[0]) == (8, 10, 3)
+        assert ms.lookup(7) is None and ms.lookup(8) is not None
+
+    async def test_max_bytes_keeps_at_least_one(self, make: Factory) -> None:
+        ms = make(max_bytes=10).create_channel("foo").msgs
+        for s in range(1, 4):
+            put(ms, s, data=b"x" * 100)
+        assert ms.state()[0] == 1 and ms.first_sequence() == 3
+        assert ms.lookup(3) is not None
+
+    async def test_per_channel_limits(self, make: Factory) -> None:
+        st = make(per_channel={"small": ChannelLimits(max_msgs=2)})
+        small, big = st.create_channel("small").msgs, st.create_channel("big").msgs
+        for s in range(1, 6):
+            put(small, s)
+            put(big, s)
+        assert small.state()[0] == 2 and big.state()[0] == 5
+        assert small.limits.max_msgs == 2
+
+    async def test_expire(self, make: Factory) -> None:
+        ms = make(max_age=10.0).create_channel("foo").msgs
+        now = 1000 * SEC
+        for s, age in ((1, 30), (2, 20), (3, 5), (4, 1)):
+            put(ms, s, ts=now - age * SEC)
+        delay = ms.expire(now)
+        assert delay == pytest.approx(5.0)
+        assert ms.first_sequence() == 3 and ms.state()[0] == 2
+        assert ms.lookup(2) is None and ms.lookup(3) is not None
+        assert ms.expire(now + 20 * SEC) is None
+        assert (ms.first_sequence(), ms.last_sequence(), ms.state()) == (5, 4, (0, 0))
+        put(ms, 5, ts=now + 20 * SEC)
+        assert (ms.first_sequence(), ms.last_sequence()) == (5, 5)
+
+    async def test_expire_without_max_age(self, make: Factory) -> None:
+        ms = make().create_channel("foo").msgs
+        put(ms, 1, ts=0)
+        assert ms.expire(10**20) is None and ms.state()[0] == 1
+
+    async def test_empty(self, make: Factory) -> None:
+        ms = make().create_channel("foo").msgs
+        for s in range(1, 4):
+            put(ms, s)
+        await ms.flush()
+        ms.empty()
+        assert ms.state() == (0, 0) and ms.lookup(2) is None
+        assert (ms.first_sequence(), ms.last_sequence()) == (4, 3)
+        put(ms, 4)
+        assert ms.lookup(4) is not None and ms.first_sequence() == 4
+
+    async def test_sequence_from_timestamp(self, make: Factory) -> None:
+        ms = make().create_channel("foo").msgs
+        assert ms.get_sequence_from_timestamp(5) == 0
+        for s in range(1, 11):
+            put(ms, s, ts=s * 10)
+        await ms.flush()
+        assert ms.get_sequence_from_timestamp(0) == 1
+        assert ms.get_sequence_from_timestamp(10) == 1
+        assert ms.get_sequence_from_timestamp(11) == 2
+        assert ms.get_sequence_from_timestamp(55) == 6
+        assert ms.get_sequence_from_timestamp(100) == 10
+        assert ms.get_sequence_from_timestamp(101) == 11
+
+    async def test_sequence_from_timestamp_all_expired(self, make: Factory) -> None:
+        ms = make(max_age=1.0).create_channel("foo").msgs
+        put(ms, 1, ts=SEC)
+        ms.expire(100 * SEC)
+        assert ms.get_sequence_from_timestamp(0) == 2
+
+    async def test_subs_create_update_delete_pending(self, make: Factory) -> None:
+        ss = make(max_subscriptions=2).create_channel("foo").subs
+        a, b = spb.SubState(clientID="a"), spb.SubState(clientID="b")
+        ss.create_sub(a)
+        ss.create_sub(b)
+        assert a.ID > 0 and b.ID > 0 and a.ID != b.ID
+        with pytest.raises(StoreError, match=ERR_TOO_MANY_SUBS):
+            ss.create_sub(spb.SubState(clientID="c"))
+        ss.add_seq_pending(a.ID, 1)
+        ss.add_seq_pending(a.ID, 2)
+        ss.ack_seq_pending(a.ID, 1)
+        a.isClosed = True
+        ss.update_sub(a)
+        ss.update_sub(spb.SubState(ID=999, clientID="unknown"))  # no existence check
+        ss.add_seq_pending(12345, 1)  # nor here
+        ss.ack_seq_pending(12345, 1)
+        ss.delete_sub(b.ID)
+        ss.delete_sub(b.ID)
+        await ss.flush()
+        c = spb.SubState(clientID="c")
+        # the update of the unknown ID 999 created a record that counts
+        with pytest.raises(StoreError, match=ERR_TOO_MANY_SUBS):
+            ss.create_sub(c)
+        ss.delete_sub(999)
+        ss.create_sub(c)  # a deleted subscription frees its slot
+        assert c.ID not in (a.ID, b.ID)
+
+    async def test_max_channels(self, make: Factory) -> None:
+        st = make(max_channels=2)
+        st.create_channel("a")
+        with pytest.raises(StoreError, match=ERR_ALREADY_EXISTS):
+            st.create_channel("a")
+        st.create_channel("b")
+        with pytest.raises(StoreError, match=ERR_TOO_MANY_CHANNELS):
+            st.create_channel("c")
+        st.delete_channel("a")
+        st.create_channel("c")
+
+    async def test_delete_channel(self, make: Factory) -> None:
+        st = make()
+        with pytest.raises(StoreError, match=ERR_NOT_FOUND):
+            st.delete_channel("nope")
+        cs = st.create_channel("a")
+        put(cs.msgs, 1)
+        st.delete_channel("a")
+        with pytest.raises(StoreError, match=ERR_NOT_FOUND):
+            st.delete_channel("a")
+        again = st.create_channel("a")
+        assert again.msgs.last_sequence() == 0
+
+    async def test_clients(self, make: Factory) -> None:
+        st = make()
+        st.add_client(spb.ClientInfo(ID="me", HbInbox="hb"))
+        st.add_client(spb.ClientInfo(ID="me", HbInbox="hb2"))
+        st.delete_client("me")
+        st.delete_client("never-added")
+        await st.flush()
+
+    async def test_channel_limits(self, make: Factory) -> None:
+        st = make(max_msgs=7, per_channel={"x.*": ChannelLimits(max_msgs=3)})
+        assert st.channel_limits("x.y").max_msgs == 3
+        assert st.channel_limits("z").max_msgs == 7
