@@ -119,6 +119,8 @@ def _build_table() -> dict[str, _Flag]:
         (("hbf", "hb_fail_count"), _INT, "streaming.hb_fail_count"),
         # ft_group_name is an nss alias: some documentation shows it.
         (("ft_group", "ft_group_name"), _STR, "streaming.ft_group"),
+        (("ft_hb_interval",), _DUR, "streaming.ft_hb_interval"),
+        (("ft_hb_missed_interval",), _DUR, "streaming.ft_hb_missed_interval"),
         (("encrypt",), _BOOL, "streaming.encrypt"),
         (("encryption_cipher",), _STR, "streaming.encryption_cipher"),
         (("encryption_key",), _STR, _ENC_KEY),
@@ -505,7 +507,12 @@ def check_supported(opts: Options) -> None:
             "use fault tolerance (--ft_group) or NATS routes (--cluster/--routes)"
         )
     if st.ft_group:
-        raise UsageError("fault tolerance mode (--ft_group) is not supported yet")
+        if store not in ("FILE", "SQL"):
+            raise UsageError("ft: only FILE or SQL stores supported in FT mode")
+        if st.ft_hb_interval <= 0 or st.ft_hb_missed_interval < 1.1 * st.ft_hb_interval:
+            raise UsageError(
+                "ft: --ft_hb_missed_interval must be at least 1.1 x --ft_hb_interval"
+            )
     if st.encrypt or st.encryption_key:
         raise UsageError("encryption at rest (--encrypt) is not supported yet")
     _check_limits(opts)
@@ -624,6 +631,10 @@ Streaming Server Options:
                                     closed (default: 10)
         --ft_group <string>         Run in fault tolerance mode within this group
                                     (alias: --ft_group_name)
+        --ft_hb_interval <duration> FT heartbeat interval of the active (default: 1s)
+        --ft_hb_missed_interval <duration>
+                                    Silence after which a standby tries the lock
+                                    (default: 1.25s)
   -sl,  --signal <cmd>[=<pid>]      Send a signal to a running server and exit:
                                     stop, quit, reopen, reload, ldm, term
         --encrypt                   Encrypt message payloads at rest

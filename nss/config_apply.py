@@ -108,6 +108,8 @@ _TOP = _keys(
             _S + "hb_fail_count",
         ),
         ("ft_group", "ft_group_name"): (_STRING, _S + "ft_group"),
+        ("ft_hb_interval",): (_DURATION, _S + "ft_hb_interval"),
+        ("ft_hb_missed_interval",): (_DURATION, _S + "ft_hb_missed_interval"),
         ("partitioning",): (_BOOL, _S + "partitioning"),
         ("syslog_name",): (_STRING, _S + "syslog_name"),
         ("encrypt",): (_BOOL, _S + "encrypt"),

@@ -111,6 +111,9 @@ class StreamingOptions:
     hb_timeout: float = 10.0
     hb_fail_count: int = 10
     ft_group: str = ""
+    # nss: FT timings the Go server hard-codes (1 s / 1.25 s, each +-10 %)
+    ft_hb_interval: float = 1.0
+    ft_hb_missed_interval: float = 1.25
     partitioning: bool = False
     encrypt: bool = False
     encryption_cipher: str = ""

@@ -58,6 +58,7 @@ class IOPath:
         self._touched: dict[Channel, None] = {}
         self._pubacks: list[tuple[str, bytes]] = []
         self._to_deliver: dict[Subscription | QueueGroup, None] = {}
+        self._acked: dict[Channel, None] = {}
         self.batches = 0
         self.batched_msgs = 0
         # store flush latency, read by /metrics (nss_store_flush_seconds)
@@ -93,6 +94,12 @@ class IOPath:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def abort(self) -> None:
+        """Stop at once, dropping what is queued (the store is fenced)."""
+        self._q.clear()
+        if self._task is not None:
+            self._task.cancel()
+
     async def drain_and_stop(self) -> None:
         """Finish everything queued so far, then stop."""
         self._stopping = True
@@ -126,6 +133,7 @@ class IOPath:
         self._touched.clear()
         self._pubacks.clear()
         self._to_deliver.clear()
+        self._acked.clear()
 
     async def _process(self) -> None:
         q = self._q
@@ -144,6 +152,8 @@ class IOPath:
                 sub = op[1]
                 if deliverer.ack(sub, op[2]):
                     self._to_deliver[sub.group if sub.group is not None else sub] = None
+                # the ack record must reach the disk even when nothing else moves
+                self._acked[sub.channel] = None
                 n += 1
             else:
                 await self.commit()
@@ -195,7 +205,8 @@ class IOPath:
         touched = self._touched
         to_deliver = self._to_deliver
         pubacks = self._pubacks
-        if not touched and not to_deliver and not pubacks:
+        acked = self._acked
+        if not touched and not to_deliver and not pubacks and not acked:
             return
         server = self._server
         self.batches += 1
@@ -223,6 +234,9 @@ class IOPath:
                 else:
                     deliverer.deliver_sub(t)  # type: ignore[arg-type]
                 chans.append(t.channel)
+        if acked:
+            chans.extend(acked)
+            acked.clear()
         for ch in dict.fromkeys(chans):
             await ch.subs_store.flush()
         if pubacks:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError
 
@@ -27,6 +27,9 @@ from nss.server.clients import Client, ClientRegistry, valid_client_id
 from nss.server.io import IOPath, encode_puback
 from nss.server.monitor_http import MonitorHTTP
 from nss.server.partitions import Partition, PartitionExchange
+
+if TYPE_CHECKING:
+    from nss.server.ft import FTLoop
 from nss.server.subs import Deliverer, QueueGroup, Subscription, sendable
 from nss.stores.base import ERR_NO_SRV_BUT_CHANNELS, RecoveredState, Store, StoreError
 
@@ -121,6 +124,12 @@ class StanServer:
         self.fatal: asyncio.Future[str] | None = None
         self.nats_url = ""
         self.monitor: MonitorHTTP | None = None
+        self.ft: FTLoop | None = None
+        self.ft_takeovers = 0
+        self._lock_errors = 0
+        # set when the store may no longer be written (lock lost): shutdown
+        # then leaves the store and queued requests alone
+        self.fenced = False
         self.partition: Partition | None = None
         self.exchange: PartitionExchange | None = None
         # partitioning: publishes of clients whose connect is still queued
@@ -143,6 +152,21 @@ class StanServer:
         if self.monitor is not None:
             await self.monitor.start()
         await self._connect_nats()
+        try:
+            self.store = self._create_store()
+        except StoreError as e:
+            raise StartupError(str(e)) from e
+        self.channels = ChannelRegistry(self.store)
+        if s.ft_group:
+            self._start_standby()
+            return
+        await self._serve()
+
+    async def _serve(self) -> None:
+        """Recover the store and start answering clients: at start-up, or
+        when an FT standby takes over."""
+        s = self.sopts
+        loop = asyncio.get_running_loop()
         await self._open_store()
         self.deliverer = Deliverer(self.conn.publish, self._schedule_redelivery, loop)
         self.io = IOPath(self, s.io_batch_size, s.io_sleep_time)
@@ -159,6 +183,65 @@ class StanServer:
         if self.monitor is not None:
             self.monitor.set_ready()
         self.log.info("Streaming Server is ready")
+
+    # ================================================================ FT
+    def _start_standby(self) -> None:
+        from nss.server.ft import FTLoop, jitter
+
+        s = self.sopts
+        self.state = "FT_STANDBY"
+        self.ft = FTLoop(
+            self.conn,
+            s.cluster_id,
+            s.ft_group,
+            self.server_id,
+            hb_interval=jitter(s.ft_hb_interval),
+            missed_interval=jitter(s.ft_hb_missed_interval),
+            try_lock=self._ft_try_lock,
+            check_lock=self._ft_check_lock,
+            activate=self._ft_activate,
+            fatal=self._ft_fatal,
+            log=self.log,
+        )
+        if self.monitor is not None:
+            self.monitor.set_ready()
+        self.ft.start()
+
+    async def _ft_try_lock(self) -> bool:
+        return await asyncio.to_thread(self.store.get_exclusive_lock)
+
+    async def _ft_check_lock(self) -> None:
+        """The active proves it still owns the store, or stops at once."""
+        from nss.server.ft import LockLost
+
+        try:
+            owned = await asyncio.to_thread(self.store.check_lock)
+        except StoreError as e:
+            self._lock_errors += 1
+            self.log.error(f"ft: unable to check the store lock: {e}")
+            if self._lock_errors >= 3:
+                raise LockLost("ft: store lock could not be checked 3 times, aborting") from e
+            return
+        self._lock_errors = 0
+        if not owned:
+            raise LockLost("ft: lost store lock, aborting")
+
+    async def _ft_activate(self) -> None:
+        self.state = "FT_ACTIVE"
+        self.ft_takeovers += 1
+        try:
+            await self._serve()
+        except Exception as e:
+            self.state = "FAILED"
+            raise StartupError(f"ft: unable to activate: {e}") from e
+
+    def _ft_fatal(self, reason: str) -> None:
+        """Lost the lock or lost to another active: stop serving and exit
+        without another write (the caller exits non-zero)."""
+        self.fenced = True
+        self.stopping = True
+        if self.fatal is not None and not self.fatal.done():
+            self.fatal.set_result(reason)
 
     async def _start_embedded_nats(self) -> None:
         from nss.natsd import EmbeddedNATS
@@ -244,8 +327,6 @@ class StanServer:
     async def _open_store(self) -> None:
         s = self.sopts
         try:
-            self.store = self._create_store()
-            self.channels = ChannelRegistry(self.store)
             self.log.info("Recovering the state...")
             rs = await asyncio.to_thread(self._recover_store)
         except StoreError as e:
@@ -516,11 +597,16 @@ class StanServer:
         self.stopping = True
         self.state = "SHUTDOWN"
         self.log.info("Shutting down.")
+        if self.ft is not None:
+            await self.ft.stop()
         if self.conn is not None and self.conn.connected:
             for sid in self._sids:
                 self.conn.unsubscribe(sid)
         if self.io is not None:
-            await self.io.drain_and_stop()
+            if self.fenced:
+                self.io.abort()
+            else:
+                await self.io.drain_and_stop()
         for c in list(self.clients.by_id.values()):
             c.stop_heartbeats()
         if self.channels is not None:
@@ -528,7 +614,7 @@ class StanServer:
                 ch.stop_timers()
                 for s in self._all_subs(ch):
                     s.cancel_timer()
-        if self.store is not None:
+        if self.store is not None and not self.fenced:
             await self.store.close()
         if self.conn is not None:
             await self.conn.close()

@@ -1818,7 +1818,7 @@ class FileStore(Store):
         """FT active's periodic check: the lock is ours and the lock file is
         still the one we locked. If someone removed or replaced it, another
         server could lock the new file while we keep the old one, so that
-        counts as lost. No I/O beyond two stats: never blocks."""
+        counts as lost. Two stats and a non-blocking re-lock: never blocks."""
         if self._lock_fd < 0:
             return False
         try:
@@ -1826,7 +1826,16 @@ class FileStore(Store):
             now = os.stat(os.path.join(self.root, LOCK_FILE))
         except OSError:
             return False
-        return (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
+        if (mine.st_dev, mine.st_ino) != (now.st_dev, now.st_ino):
+            return False
+        # Re-assert the lock: a no-op for a lock we hold, but on NFS a lock
+        # whose lease expired fails here (ENOLCK/EIO) instead of silently
+        # letting another host in.
+        try:
+            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
 
     def init(self, info: spb.ServerInfo) -> None:
         path = os.path.join(self.root, SERVER_FILE)
