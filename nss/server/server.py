@@ -22,6 +22,7 @@ from nss.options import ChannelLimits, Options
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.pb.wire import go_decodes
+from nss.sdnotify import Notifier
 from nss.server.channels import Channel, ChannelRegistry, valid_channel
 from nss.server.clients import Client, ClientRegistry, valid_client_id
 from nss.server.io import IOPath, encode_puback
@@ -130,6 +131,7 @@ class StanServer:
         # set when the store may no longer be written (lock lost): shutdown
         # then leaves the store and queued requests alone
         self.fenced = False
+        self.notifier = Notifier()
         self.partition: Partition | None = None
         self.exchange: PartitionExchange | None = None
         # partitioning: publishes of clients whose connect is still queued
@@ -151,6 +153,7 @@ class StanServer:
             self.nats_url = s.nats_server_url
         if self.monitor is not None:
             await self.monitor.start()
+        self.notifier.start_watchdog()
         await self._connect_nats()
         try:
             self.store = self._create_store()
@@ -183,6 +186,7 @@ class StanServer:
         if self.monitor is not None:
             self.monitor.set_ready()
         self.log.info("Streaming Server is ready")
+        self.notifier.ready(f"{self.state}: serving cluster {self.sopts.cluster_id}")
 
     # ================================================================ FT
     def _start_standby(self) -> None:
@@ -206,6 +210,7 @@ class StanServer:
         if self.monitor is not None:
             self.monitor.set_ready()
         self.ft.start()
+        self.notifier.ready(f"FT_STANDBY: standing by in group {s.ft_group}")
 
     async def _ft_try_lock(self) -> bool:
         return await asyncio.to_thread(self.store.get_exclusive_lock)
@@ -597,6 +602,7 @@ class StanServer:
         self.stopping = True
         self.state = "SHUTDOWN"
         self.log.info("Shutting down.")
+        self.notifier.stopping()
         if self.ft is not None:
             await self.ft.stop()
         if self.conn is not None and self.conn.connected:
@@ -622,6 +628,7 @@ class StanServer:
             await self.monitor.close()
         if self.natsd is not None:
             await self.natsd.stop()
+        self.notifier.close()
 
     @staticmethod
     def _all_subs(ch: Channel) -> list[Subscription]:
