@@ -29,7 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from nss.options import VERSION, Options
-from nss.units import INT64_MAX, INT64_MIN, format_duration, parse_duration, parse_size
+from nss.units import (
+    INT64_MAX,
+    INT64_MIN,
+    format_duration,
+    go_quote,
+    parse_duration,
+    parse_size,
+)
 
 __all__ = [
     "ParsedArgs",
@@ -289,32 +296,6 @@ def _parse_int(text: str) -> int:
     return value
 
 
-def _go_quote(s: str) -> str:
-    """Quote like Go's ``%q`` so error messages match the Go server's."""
-    out = ['"']
-    for ch in s:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) <= 0xFFFF:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    out.append('"')
-    return "".join(out)
-
-
 def _assign(opts: Options, path: str, value: Any) -> None:
     obj: Any = opts
     *parents, last = path.split(".")
@@ -370,7 +351,7 @@ def parse_args(argv: Sequence[str]) -> ParsedArgs:
                     parsed: Any = _parse_bool(value)
                 except ValueError as exc:
                     raise UsageError(
-                        f"invalid boolean value {_go_quote(value)} for -{name}: {exc}"
+                        f"invalid boolean value {go_quote(value)} for -{name}: {exc}"
                     ) from None
             else:
                 parsed = True
@@ -396,7 +377,7 @@ def parse_args(argv: Sequence[str]) -> ParsedArgs:
                     parsed = value
             except ValueError as exc:
                 raise UsageError(
-                    f"invalid value {_go_quote(value)} for flag -{name}: {exc}"
+                    f"invalid value {go_quote(value)} for flag -{name}: {exc}"
                 ) from None
 
         if flag.target.startswith("@"):
@@ -429,7 +410,7 @@ def parse_args(argv: Sequence[str]) -> ParsedArgs:
         if command in ("version", "help"):
             action = command
         else:
-            raise UsageError(f"unrecognized command: {_go_quote(rest[0])}")
+            raise UsageError(f"unrecognized command: {go_quote(rest[0])}")
     return ParsedArgs(options=opts, action=action, explicit=explicit, args=rest)
 
 

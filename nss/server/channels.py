@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from nss.stores.base import ChannelStore, Store
+from nss.units import go_quote
 
 if TYPE_CHECKING:
     from nss.server.subs import QueueGroup, Subscription
@@ -29,43 +30,6 @@ def valid_channel(name: str, wildcards: bool = False) -> bool:
         if t == ">" and i != len(tokens) - 1:
             return False
     return True
-
-
-_GO_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-    '"': '\\"',
-    "\\": "\\\\",
-}
-
-
-def go_quote(s: str) -> str:
-    """Go's ``%q`` (strconv.Quote) of a string, as the Go server formats
-    channel names in error texts."""
-    if s.isprintable() and '"' not in s and "\\" not in s:
-        return f'"{s}"'
-    out = ['"']
-    for c in s:
-        esc = _GO_ESCAPES.get(c)
-        if esc is not None:
-            out.append(esc)
-        elif c.isprintable():
-            out.append(c)
-        else:
-            n = ord(c)
-            if n < 0x80:
-                out.append(f"\\x{n:02x}")
-            elif n < 0x10000:
-                out.append(f"\\u{n:04x}")
-            else:
-                out.append(f"\\U{n:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 class Channel:

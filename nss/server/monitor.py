@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from nss.options import VERSION
 from nss.stores.base import StoreError
+from nss.units import go_quote
 
 if TYPE_CHECKING:
     from nss.server.channels import Channel
@@ -201,10 +202,6 @@ def text_error(message: str, status: int) -> Reply:
 def not_found() -> Reply:
     """Go's ``http.NotFound`` (what ServeMux answers for unknown paths)."""
     return text_error("404 page not found", 404)
-
-
-def _go_quote(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)
 
 
 def offset_and_limit(query: Mapping[str, str]) -> tuple[int, int]:
@@ -479,7 +476,7 @@ def channelsz(server: StanServer, query: Mapping[str, str], now_ns: int) -> Repl
             return json_reply(channelz(ch, subs), query)
         except StoreError as e:
             return text_error(
-                f"Error getting information about channel {_go_quote(name)}: "
+                f"Error getting information about channel {go_quote(name)}: "
                 f"unable to get message state: {e}",
                 500,
             )

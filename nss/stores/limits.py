@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 from nss.options import ChannelLimits, StoreLimits
-from nss.units import format_duration
+from nss.units import format_duration, go_quote
 
 __all__ = [
     "ResolvedLimits",
@@ -41,34 +41,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-def go_quote(s: str) -> str:
-    """Quote like Go's ``%q`` so error texts match the Go server's."""
-    out = ['"']
-    for ch in s:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a raw byte kept by surrogateescape
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        elif ord(ch) <= 0xFFFF:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    out.append('"')
-    return "".join(out)
 
 
 # ---------------------------------------------------------------------------
