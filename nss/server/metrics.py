@@ -103,6 +103,12 @@ class StanCollector:
             "Times this server became the FT active server after a standby period",
             value=getattr(s, "ft_takeovers", 0),
         )
+        ft = getattr(s, "ft", None)
+        yield CounterMetricFamily(
+            "nss_ft_heartbeats_seen",
+            "FT heartbeats heard from other members of the group (0 outside FT mode)",
+            value=ft.heartbeats_seen if ft is not None else 0,
+        )
         yield GaugeMetricFamily(
             "nss_server_clients", "Registered clients", value=len(s.clients.by_id)
         )

@@ -85,3 +85,29 @@ def test_memory_store_is_refused_in_ft_mode(ft_member) -> None:
     p = ft_member(store=("-store", "memory"))
     p.wait_for_line("ft: only FILE or SQL stores supported in FT mode")
     assert p.proc.wait(10) == 1
+
+
+async def test_active_exits_without_writing_when_its_lock_file_is_replaced(ft_member) -> None:
+    """Someone replaced .rootdir.lck (another host could now lock the new
+    file): the active must stop at once, exit non-zero and write nothing."""
+    import os
+    from pathlib import Path
+
+    a = ft_member(*FAST)
+    a.wait_for_line(READY_LINE)
+    c = await StanClient.connect(ft_member.nats.url, "w")
+    await c.publish("x", b"before")
+    root = Path(ft_member.dir)
+    lock = root / ".rootdir.lck"
+    lock.unlink()
+    lock.write_bytes(b"")
+    a.wait_for_line("lost store lock, aborting", timeout=5)
+    assert a.proc.wait(10) != 0
+    sizes = {p: p.stat().st_size for p in root.rglob("*") if p.is_file()}
+    # nothing the deposed active still had queued reaches the disk
+    fut = c.publish_async("x", b"after")
+    await asyncio.sleep(0.3)
+    assert not fut.done()
+    assert {p: p.stat().st_size for p in root.rglob("*") if p.is_file()} == sizes
+    assert os.path.exists(lock)
+    await c.drop()
