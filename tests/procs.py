@@ -26,12 +26,14 @@ def free_port() -> int:
 class NssProcess:
     """A running nss; ``lines`` collects everything it logs."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, prefix: list[str] | None = None
+    ) -> None:
         self.args = args
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nss", *args],
+            [*(prefix or []), sys.executable, "-m", "nss", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
