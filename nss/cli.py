@@ -476,8 +476,8 @@ def check_supported(opts: Options) -> None:
     store = st.store_type.upper()
     if store not in _VALID_STORE_TYPES:
         raise UsageError(f"unsupported store type: {st.store_type}")
-    if store == "SQL":
-        raise UsageError(f"store type {store} is not supported yet")
+    if store == "SQL" and not (st.sql_options.driver and st.sql_options.source):
+        raise UsageError("for SQL stores, --sql_driver and --sql_source must be specified")
     if store == "FILE" and not st.file_path:
         raise UsageError("for FILE stores, root directory must be specified")
     if st.partitioning and st.cluster.clustered:

@@ -201,7 +201,11 @@ class IOPath:
             self._pubacks.append((reply, encode_puback(pm.guid)))
 
     async def commit(self) -> None:
-        """Flush what the batch stored, deliver it, then acknowledge it."""
+        """Flush what the batch stored, deliver it, then acknowledge it.
+
+        A failed flush (database away, disk error) acknowledges nothing: every
+        publisher of the batch gets an error PubAck instead of silence, and
+        the store keeps what it could not write for the next flush."""
         touched = self._touched
         to_deliver = self._to_deliver
         pubacks = self._pubacks
@@ -211,36 +215,59 @@ class IOPath:
         server = self._server
         self.batches += 1
         self.batched_msgs += len(pubacks)
-        if touched:
-            chans = list(touched)
-            touched.clear()
-            t0 = time.perf_counter()
-            for ch in chans:
-                await ch.msgs.flush()
-            self.flush_latency.observe(time.perf_counter() - t0)
-            deliverer = server.deliverer
-            for ch in chans:
-                deliverer.deliver_channel(ch)
-                server.after_publish(ch)
-        else:
-            chans = []
-        if to_deliver:
-            targets = list(to_deliver)
+        deliverer = server.deliverer
+        chans: list[Channel] = []
+        try:
+            if touched:
+                chans = list(touched)
+                touched.clear()
+                t0 = time.perf_counter()
+                for ch in chans:
+                    await ch.msgs.flush()
+                self.flush_latency.observe(time.perf_counter() - t0)
+                for ch in chans:
+                    self._deliver(deliverer.deliver_channel, ch)
+                    server.after_publish(ch)
+            if to_deliver:
+                targets = list(to_deliver)
+                to_deliver.clear()
+                for t in targets:
+                    if hasattr(t, "members"):
+                        self._deliver(deliverer.deliver_group, t)
+                    else:
+                        self._deliver(deliverer.deliver_sub, t)
+                    chans.append(t.channel)
+            if acked:
+                chans.extend(acked)
+                acked.clear()
+            for ch in dict.fromkeys(chans):
+                await ch.subs_store.flush()
+        except StoreError as e:
+            server.log.error(f"Unable to store: {e}")
             to_deliver.clear()
-            deliverer = server.deliverer
-            for t in targets:
-                if hasattr(t, "members"):
-                    deliverer.deliver_group(t)  # type: ignore[arg-type]
-                else:
-                    deliverer.deliver_sub(t)  # type: ignore[arg-type]
-                chans.append(t.channel)
-        if acked:
-            chans.extend(acked)
             acked.clear()
-        for ch in dict.fromkeys(chans):
-            await ch.subs_store.flush()
+            self._pubacks = []
+            publish = server.conn.publish
+            for reply, data in pubacks:
+                publish(reply, _as_error(data, str(e)))
+            return
         if pubacks:
             self._pubacks = []
             publish = server.conn.publish
             for reply, data in pubacks:
                 publish(reply, data)
+
+    def _deliver(self, fn: Callable[[Any], None], target: Any) -> None:
+        """A store read failing (database away) stops this delivery only; it
+        resumes with the next batch or ack that touches the subscription."""
+        try:
+            fn(target)
+        except StoreError as e:
+            self._server.log.error(f"Unable to deliver on {target.channel.name}: {e}")
+
+
+def _as_error(puback: bytes, error: str) -> bytes:
+    ack = pb.PubAck.FromString(puback)
+    if ack.error:
+        return puback
+    return encode_puback(ack.guid, error)

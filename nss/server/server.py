@@ -327,7 +327,11 @@ class StanServer:
             from nss.stores.file import FileStore
 
             return FileStore(s.file_path, s.store_limits, s.file_options)
-        raise StartupError(f"store type {st} is not supported yet")
+        if st == "SQL":
+            from nss.stores.sql import SQLStore
+
+            return SQLStore(s.store_limits, s.sql_options, ft=bool(s.ft_group))
+        raise StartupError(f"unsupported store type: {st}")
 
     async def _open_store(self) -> None:
         s = self.sopts

@@ -23,14 +23,19 @@ event loop for every publish or ack would stall everything. So:
   In the transaction, generic statements run first in journal order, then
   message inserts (COPY on PostgreSQL), then range deletes for purged
   messages, so a purge never misses a row inserted by the same batch.
+  Changes no server flush picks up (acks that unblock nothing, expiry) are
+  committed ``IDLE_FLUSH_DELAY`` later. ``init`` is the one exception: it
+  writes at once (the server calls ``init`` then ``recover`` again when
+  channels exist without server info).
 * **Reads are served from memory when possible.** Each channel keeps the
   messages it stored recently (every uncommitted one and up to
   ``RECENT_MSGS`` committed ones): the server delivers what it just stored,
   so ``lookup`` rarely reaches the database. A miss runs one synchronous
   primary-key range query on a separate autocommit connection and reads
   ahead (the window doubles while the reader is sequential, as a new
-  subscriber replaying history is), so replaying N old messages costs about
-  N/512 round trips. ``prefetch`` (see base.py) loads a range off the loop.
+  subscriber replaying history is, up to ``READ_AHEAD_MAX`` rows or
+  ``READ_AHEAD_BYTES``), so replaying old messages costs one round trip per
+  window, not per message. ``prefetch`` (see base.py) loads a range off the loop.
   Counts, bytes, first/last sequences are kept in memory; sizes and
   timestamps of the oldest messages (needed for limits and MaxAge) are read
   in windows of ``HEAD_WINDOW`` rows.
@@ -47,7 +52,10 @@ event loop for every publish or ack would stall everything. So:
   further writes. The share lock is held until commit, so a standby's steal
   (an UPDATE of that row) waits for an in-progress commit, and any commit
   attempted after the steal sees the new owner: a deposed active server can
-  never commit.
+  never commit. ``get_exclusive_lock``/``check_lock`` implement the Go
+  StoreLock protocol (stores.md §4.10) for the FT loop; ``on_lock_lost``, if
+  set, is called (from whichever thread noticed) the first time the store
+  finds itself deposed.
 
 ``no_caching`` keeps the Go row shapes of that mode (one ``SubsPending`` row
 per pending message, ``Subscriptions.lastsent`` on acks, one INSERT per
@@ -77,6 +85,7 @@ from nss.options import ChannelLimits, SQLOptions, StoreLimits
 from nss.pb import spb_pb2 as spb
 from nss.stores.base import (
     ERR_ALREADY_EXISTS,
+    ERR_NO_SRV_BUT_CHANNELS,
     ERR_NOT_FOUND,
     ERR_TOO_MANY_CHANNELS,
     ERR_TOO_MANY_SUBS,
@@ -97,7 +106,6 @@ _log = get_logger()
 T = TypeVar("T")
 
 SQL_VERSION = 1
-ERR_NO_SRV_BUT_CHANNELS = "no server state recovered but channels present"
 ERR_LOCK_LOST = "sql: store lock lost, another server is the active one"
 
 # committed messages kept in memory per channel, beyond the uncommitted ones:
@@ -115,8 +123,9 @@ PURGE_CHUNK = 1000
 # reconnect backoff
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
-# journaled changes that no flush commits are committed after this delay
-IDLE_FLUSH_DELAY = 1.0
+# journaled changes that no flush commits (acks that do not unblock a
+# delivery, expiry, timers) are committed after this delay (Go: 1 s)
+IDLE_FLUSH_DELAY = 0.2
 # StoreLock protocol (stores.md §4.10)
 LOCK_UPDATE_INTERVAL = 1.0
 LOCK_LOST_COUNT = 3
@@ -694,6 +703,10 @@ class SQLSubStore(SubStore):
 
         st.journal(op)
         self._ids.add(sub.ID)
+        # an update may create a record (no existence check): never hand its
+        # ID out again
+        if sub.ID > st.max_sub_id:
+            st.max_sub_id = sub.ID
 
     def delete_sub(self, sub_id: int) -> None:
         st = self._store
@@ -1215,6 +1228,10 @@ class SQLStore(Store):
 
     # ------------------------------------------------------------------ Store API
     def init(self, info: spb.ServerInfo) -> None:
+        """Write the server info at once (not journaled): the server calls
+        ``init`` then ``recover`` again when channels exist without it, and
+        that second recovery must see the row. Rare (start-up), so a
+        synchronous statement is fine; any thread may call it."""
         self._info = info
         stmts = self.stmts
         params = {"id": info.ClusterID, "proto": info.SerializeToString(), "version": SQL_VERSION}
@@ -1223,7 +1240,15 @@ class SQLStore(Store):
             if conn.execute(stmts.update_server_info, params).rowcount == 0:
                 conn.execute(stmts.add_server_info, params)
 
-        self.journal(op)
+        b = _Batch()
+        b.ops.append(op)
+        try:
+            self._exec_batch(b, False)
+        except _LockLost:
+            self._lock_lost()
+            raise StoreError(ERR_LOCK_LOST) from None
+        except SQLAlchemyError as e:
+            raise StoreError(f"sql: unable to store server info: {_err_text(e)}") from e
 
     def create_channel(self, name: str) -> ChannelStore:
         if name in self._channels:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import free_port
+from procs import free_port
 from stanclient import StanClient
 
 from nss.pb import protocol_pb2 as pb

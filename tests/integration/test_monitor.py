@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import READY_LINE, NssProcess, free_port
+from procs import READY_LINE, NssProcess, free_port
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )

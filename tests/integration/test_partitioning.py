@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import READY_LINE, NssProcess, free_port
+from procs import READY_LINE, NssProcess, free_port
 from stanclient import StanClient
 
 from nss.pb import protocol_pb2 as pb

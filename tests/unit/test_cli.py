@@ -511,7 +511,7 @@ def test_check_supported_accepts_defaults() -> None:
     ("argv", "message"),
     [
         (["--store", "file"], "for FILE stores, root directory must be specified"),
-        (["--store", "sql"], "store type SQL is not supported yet"),
+        (["--store", "sql"], "for SQL stores, --sql_driver and --sql_source must be specified"),
         (["--store", "bolt"], "unsupported store type: bolt"),
         (["--ft_group", "g"], "ft: only FILE or SQL stores supported in FT mode"),
         (["--ft_group_name", "g"], "ft: only FILE or SQL stores supported in FT mode"),

@@ -1,0 +1,223 @@
+"""A throw-away PostgreSQL server for the SQL store tests.
+
+The SQL store is only worth testing against a real database: transactions,
+``FOR SHARE`` fencing, dropped connections and the exact Go row shapes are
+what can go wrong, and none of that shows with a fake. So the tests run
+Debian's PostgreSQL binaries (``/usr/lib/postgresql/*/bin``; ``scripts/test``
+installs the ``postgresql`` package when they are missing): ``initdb`` into a
+temporary directory, one server on a free loopback port with fsync on, one
+database per test module created with ``sql/postgres.db.sql``.
+
+PostgreSQL refuses to run as root, so when the tests run as root the server
+binaries run as the ``postgres`` user (created by the Debian package).
+
+Use it from a test module with::
+
+    pytest_plugins = ["pg"]
+
+which provides the fixtures ``pg_server`` (session) and ``pg_db`` (module).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "sql" / "postgres.db.sql"
+
+
+def find_bindir() -> Path | None:
+    """Newest Debian PostgreSQL server binaries, or ``$NSS_PG_BINDIR``."""
+    env = os.environ.get("NSS_PG_BINDIR")
+    if env:
+        return Path(env)
+    found = [Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
+    if not found:
+        return None
+
+    def version(p: Path) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in p.parent.name.split("."))
+        except ValueError:
+            return (0,)
+
+    return max(found, key=version)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgServer:
+    """One PostgreSQL cluster: ``start``/``stop`` can be called repeatedly
+    (the lost-database tests stop it under a running store)."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.port = _free_port()
+        self.tmp = Path(tempfile.mkdtemp(prefix="nss-pg-"))
+        self.data = self.tmp / "data"
+        self.log = self.tmp / "server.log"
+        self._as_user: str | None = None
+        if os.geteuid() == 0:
+            self._as_user = "postgres"
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
+            os.chmod(self.tmp, 0o700)
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+        )
+
+    def _cmd(self, tool: str, *args: str) -> list[str]:
+        cmd = [str(self.bindir / tool), *args]
+        if self._as_user:
+            cmd = ["runuser", "-u", self._as_user, "--", *cmd]
+        return cmd
+
+    def _run(self, tool: str, *args: str) -> None:
+        res = subprocess.run(
+            self._cmd(tool, *args), cwd=str(self.tmp), capture_output=True, text=True
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"{tool} failed ({res.returncode}): {res.stdout}{res.stderr}")
+
+    def start(self) -> None:
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.tmp}"
+            " -c fsync=on -c max_connections=200"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def destroy(self) -> None:
+        if self.running():
+            try:
+                self.stop("immediate")
+            except RuntimeError:
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------ databases
+    def dsn(self, dbname: str = "postgres") -> str:
+        """A Go-style key=value data source name, as users pass --sql_source."""
+        return f"host=127.0.0.1 port={self.port} dbname={dbname} user=postgres sslmode=disable"
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}?sslmode=disable"
+
+    def admin(self, sql: str, dbname: str = "postgres") -> None:
+        import psycopg
+
+        with psycopg.connect(self.dsn(dbname), autocommit=True) as c:
+            c.execute(sql)  # type: ignore[arg-type]
+
+    def create_db(self, name: str, schema: bool = True) -> str:
+        """A fresh database (dropped first if it exists), with the nss schema."""
+        self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.admin(f'CREATE DATABASE "{name}"')
+        if schema:
+            self.run_script(name, SCHEMA.read_text())
+        return self.dsn(name)
+
+    def run_script(self, dbname: str, text: str) -> None:
+        """Run a SQL script (a pg_dump or a schema script) statement by
+        statement; psql meta-commands (``\\restrict``) are skipped, so the
+        tests do not depend on the psql version."""
+        import psycopg
+
+        lines = [ln for ln in text.splitlines() if not ln.startswith("\\")]
+        with psycopg.connect(self.dsn(dbname), autocommit=True) as c:
+            for stmt in split_sql("\n".join(lines)):
+                c.execute(stmt)  # type: ignore[arg-type]
+
+
+def split_sql(text: str) -> list[str]:
+    """Statements of a script: split on ``;`` outside quotes and comments."""
+    out: list[str] = []
+    buf: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "-" and text.startswith("--", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j + 1
+            continue
+        if ch == "'":
+            j = i + 1
+            while j < n:
+                if text[j] == "'":
+                    if j + 1 < n and text[j + 1] == "'":
+                        j += 2
+                        continue
+                    break
+                j += 1
+            buf.append(text[i : j + 1])
+            i = j + 1
+            continue
+        if ch == ";":
+            stmt = "".join(buf).strip()
+            if stmt:
+                out.append(stmt)
+            buf = []
+            i += 1
+            continue
+        buf.append(ch)
+        i += 1
+    stmt = "".join(buf).strip()
+    if stmt:
+        out.append(stmt)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    srv = PgServer(bindir)
+    try:
+        srv.start()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                srv.admin("SELECT 1")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield srv
+    finally:
+        srv.destroy()
+
+
+@pytest.fixture(scope="module")
+def pg_db(pg_server: PgServer, request: pytest.FixtureRequest) -> str:
+    """DSN of a fresh database with the nss schema, one per test module."""
+    name = "nss_" + request.module.__name__.rsplit(".", 1)[-1].lower()
+    return pg_server.create_db(name[:60])
