@@ -166,6 +166,7 @@ def _build_table() -> dict[str, _Flag]:
         (("sql_no_caching",), _BOOL, "streaming.sql_options.no_caching"),
         (("sql_max_open_conns",), _INT, "streaming.sql_options.max_open_conns"),
         (("sql_bulk_insert_limit",), _INT, "streaming.sql_options.bulk_insert_limit"),
+        (("sql_lock_steal_after",), _DUR, "streaming.sql_options.lock_steal_after"),
         (("clustered",), _BOOL, "streaming.cluster.clustered"),
         (("cluster_node_id",), _STR, "streaming.cluster.node_id"),
         (("cluster_bootstrap",), _BOOL, "streaming.cluster.bootstrap"),
@@ -664,6 +665,9 @@ Streaming Server SQL Store Options:
         --sql_no_caching                Always go to the database instead of caching
         --sql_max_open_conns <int>      Maximum open connections, 0 for no limit
         --sql_bulk_insert_limit <int>   Rows per multi-row INSERT (5 or more enables it)
+        --sql_lock_steal_after <duration>
+                                        FT: take the SQL store lock after its owner
+                                        stopped refreshing it this long (default: 1.5s)
 
 Streaming Server TLS Options:
         -secure                         Use TLS towards the NATS server without any

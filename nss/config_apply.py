@@ -205,6 +205,7 @@ _SQL = _keys(
         ("no_caching",): (_BOOL, _Q + "no_caching"),
         ("max_open_conns", "max_conns"): (_INT, _Q + "max_open_conns"),
         ("bulk_insert_limit",): (_INT, _Q + "bulk_insert_limit"),
+        ("lock_steal_after",): (_DURATION, _Q + "lock_steal_after"),
     }
 )
 

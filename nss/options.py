@@ -78,6 +78,9 @@ class SQLOptions:
     no_caching: bool = False
     max_open_conns: int = 0
     bulk_insert_limit: int = 0
+    # nss: FT contender steals the StoreLock after the owner's tick stood
+    # still this long (Go: 3 x 1.5 s); must exceed the owner's 1 s refresh
+    lock_steal_after: float = 1.5
 
 
 @dataclass

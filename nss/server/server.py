@@ -222,11 +222,17 @@ class StanServer:
         try:
             owned = await asyncio.to_thread(self.store.check_lock)
         except StoreError as e:
+            # The store is unreachable (database restarting): keep serving
+            # with error PubAcks rather than abort as Go does after three
+            # failures. Nobody can write meanwhile, a contender can only
+            # steal once the owner's tick stood still past the steal window,
+            # and fencing stops this server the moment another one owns it.
             self._lock_errors += 1
-            self.log.error(f"ft: unable to check the store lock: {e}")
-            if self._lock_errors >= 3:
-                raise LockLost("ft: store lock could not be checked 3 times, aborting") from e
+            if self._lock_errors == 1 or self._lock_errors % 30 == 0:
+                self.log.error(f"ft: unable to check the store lock: {e}")
             return
+        if self._lock_errors:
+            self.log.info("ft: store lock checked again, still the owner")
         self._lock_errors = 0
         if not owned:
             raise LockLost("ft: lost store lock, aborting")
