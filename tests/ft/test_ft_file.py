@@ -111,3 +111,25 @@ async def test_active_exits_without_writing_when_its_lock_file_is_replaced(ft_me
     assert {p: p.stat().st_size for p in root.rglob("*") if p.is_file()} == sizes
     assert os.path.exists(lock)
     await c.drop()
+
+
+async def test_partitioning_with_ft(ft_member, tmp_path) -> None:
+    """Each FT group serves one partition: the channel-list exchange runs on
+    the active only, so its own standby never conflicts with it."""
+    conf = tmp_path / "part.conf"
+    conf.write_text(
+        'streaming { partitioning: true, store_limits { channels { "orders.>": {} } } }\n'
+    )
+    a = ft_member(*FAST, "-sc", str(conf))
+    a.wait_for_line(READY_LINE)
+    b = ft_member(*FAST, "-sc", str(conf))
+    b.wait_for_line("Starting in standby mode")
+    c = await StanClient.connect(ft_member.nats.url, "p", ping_interval=1)
+    await c.publish("orders.1", b"x")
+    a.stop(signal.SIGKILL)
+    b.wait_for_line(READY_LINE, timeout=10)
+    assert "causes conflict" not in b.log_text()
+    await c.publish("orders.1", b"y")
+    sub = await c.subscribe("orders.1", start=pb.First)
+    assert [m.data for m in await sub.take(2)] == [b"x", b"y"]
+    await c.close()
