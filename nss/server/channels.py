@@ -57,6 +57,19 @@ class Channel:
         self.inactivity_handle: asyncio.TimerHandle | None = None
         self.age_handle: asyncio.TimerHandle | None = None
 
+    def all_subs(self) -> list[Subscription]:
+        """Every subscription, in the order Go's monitoring lists them:
+        online plain and durable ones, offline durables, then each queue
+        group's members followed by its shadow (the offline record of a
+        durable group whose members all left)."""
+        out = list(self.plain)
+        out.extend(d for d in self.durables.values() if d.client is None)
+        for g in self.queues.values():
+            out.extend(g.members)
+            if g.shadow is not None:
+                out.append(g.shadow)
+        return out
+
     def has_active_subs(self) -> bool:
         return bool(self.plain) or any(g.members for g in self.queues.values())
 

@@ -231,20 +231,8 @@ def _channels(server: StanServer) -> dict[str, Channel]:
 
 
 def channel_subs(ch: Channel) -> list[Subscription]:
-    """A channel's subscriptions in Go's ``getMonitorChannelSubs`` order.
-
-    Online plain and durable subscriptions, then offline durables, then
-    every queue group's members followed by its shadow (the offline record
-    of a durable group whose members all left).
-    """
-    out = list(ch.plain)
-    out.extend(d for d in ch.durables.values() if d.client is None)
-    for g in ch.queues.values():
-        out.extend(g.members)
-        if g.shadow is not None:
-            out.append(g.shadow)
-    return out
-
+    """A channel's subscriptions in Go's ``getMonitorChannelSubs`` order."""
+    return ch.all_subs()
 
 def channel_subs_count(ch: Channel) -> int:
     n = len(ch.plain) + sum(1 for d in ch.durables.values() if d.client is None)

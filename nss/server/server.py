@@ -628,7 +628,7 @@ class StanServer:
         if self.channels is not None:
             for ch in self.channels.channels.values():
                 ch.stop_timers()
-                for s in self._all_subs(ch):
+                for s in ch.all_subs():
                     s.cancel_timer()
         if self.store is not None and not self.fenced:
             await self.store.close()
@@ -639,16 +639,6 @@ class StanServer:
         if self.natsd is not None:
             await self.natsd.stop()
         self.notifier.close()
-
-    @staticmethod
-    def _all_subs(ch: Channel) -> list[Subscription]:
-        out = list(ch.plain)
-        out.extend(d for d in ch.durables.values() if d.client is None)
-        for g in ch.queues.values():
-            out.extend(g.members)
-            if g.shadow is not None:
-                out.append(g.shadow)
-        return out
 
     # ================================================================ helpers
     def _respond(self, reply: str, msg: Any) -> None:
@@ -708,7 +698,7 @@ class StanServer:
             self.log.error(f'Unable to delete channel "{ch.name}": {e}')
             ch.deleting = False
             return
-        for s in self._all_subs(ch):
+        for s in ch.all_subs():
             s.cancel_timer()
         self.channels.remove(ch.name)
         self.log.info(f'Channel "{ch.name}" has been deleted due to inactivity')

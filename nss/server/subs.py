@@ -19,6 +19,7 @@ from nss.pb import spb_pb2 as spb
 if TYPE_CHECKING:
     from nss.server.channels import Channel
     from nss.server.clients import Client
+    from nss.stores.base import MsgStore
 
 _log = get_logger()
 
@@ -59,6 +60,16 @@ def mark_redelivered(data: bytes, count: int) -> bytes:
     scalar field wins in protobuf, so appending them is a valid encoding and
     avoids a decode/encode round trip."""
     return data + b"\x30\x01\x38" + _varint(count)
+
+
+def _unsent(msgs: MsgStore, last_sent: int) -> tuple[int, int] | None:
+    """(first, last) sequences still to send after ``last_sent``; messages
+    removed by limits are skipped by starting at the channel's first."""
+    last = msgs.last_sequence()
+    seq = last_sent + 1
+    if seq > last:
+        return None
+    return max(seq, msgs.first_sequence()), last
 
 
 class Subscription:
@@ -226,13 +237,10 @@ class Deliverer:
         if not sendable(sub.inbox):
             return  # every send would fail: the sub never moves (as in Go)
         msgs = sub.channel.msgs
-        last = msgs.last_sequence()
-        seq = sub.last_sent + 1
-        if seq > last:
+        span = _unsent(msgs, sub.last_sent)
+        if span is None:
             return
-        first = msgs.first_sequence()
-        if seq < first:
-            seq = first
+        seq, last = span
         now = time.time()
         lookup = msgs.lookup
         while seq <= last:
@@ -252,13 +260,10 @@ class Deliverer:
         if not group.members:
             return
         msgs = group.channel.msgs
-        last = msgs.last_sequence()
-        seq = group.last_sent + 1
-        if seq > last:
+        span = _unsent(msgs, group.last_sent)
+        if span is None:
             return
-        first = msgs.first_sequence()
-        if seq < first:
-            seq = first
+        seq, last = span
         now = time.time()
         members = group.members
         while seq <= last:
