@@ -308,11 +308,21 @@ class _SyncState:
             gen = self.written
             fds = get_fds()
             loop = asyncio.get_running_loop()
-            # the .dat and .idx of a slice are synced in parallel: one disk
-            # round trip instead of two before the PubAcks go out
-            fut = asyncio.gather(
-                *(loop.run_in_executor(executor, _fsync_close, [fd]) for fd in fds)
-            )
+            if len(fds) > 1:
+                # A message slice: the .dat is synced right here while its
+                # .idx syncs on a thread. Measured faster both for a lone
+                # synchronous publisher and under load than handing both to
+                # threads: a thread hand-off costs more than the loop loses
+                # by waiting one disk round trip it would wait for anyway.
+                rest = loop.run_in_executor(executor, _fsync_close, fds[1:])
+                try:
+                    _fsync_close(fds[:1])
+                finally:
+                    fut = asyncio.ensure_future(rest)
+            else:
+                fut = asyncio.gather(
+                    *(loop.run_in_executor(executor, _fsync_close, [fd]) for fd in fds)
+                )
             self._inflight = fut
             try:
                 await asyncio.shield(fut)
