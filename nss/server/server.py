@@ -28,6 +28,7 @@ from nss.server.clients import Client, ClientRegistry, valid_client_id
 from nss.server.io import IOPath, encode_puback
 from nss.server.monitor_http import MonitorHTTP
 from nss.server.partitions import Partition, PartitionExchange
+from nss.server.recovery import restore_state
 
 if TYPE_CHECKING:
     from nss.server.ft import FTLoop
@@ -362,7 +363,11 @@ class StanServer:
                 self.info.SubClose = f"_STAN.subclose.{s.cluster_id}"
                 self.store.init(self.info)
                 await self.store.flush()
-            self._restore(rs)
+            nsubs = restore_state(rs, self.clients, self.channels)
+            self.log.info(f"Recovered {len(self.clients)} client(s)")
+            self.log.info(
+                f"Recovered {len(self.channels)} channel(s) and {nsubs} subscription(s)"
+            )
         self.log.info(f"Message store is {self.store.name}")
 
     def _recover_store(self) -> RecoveredState | None:
@@ -376,83 +381,6 @@ class StanServer:
         self.store.init(server_subjects(s.cluster_id, s.discover_prefix))
         return self.store.recover()
 
-    def _restore(self, rs: RecoveredState) -> None:
-        """Rebuild clients, channels and subscriptions from the store
-        (stores.md §1.4). Ack inboxes are subscribed and timers armed when
-        the server starts serving (``_resume_recovered``)."""
-        for ci in rs.clients:
-            self.clients.add(
-                Client(
-                    id=ci.ID,
-                    hb_inbox=ci.HbInbox,
-                    conn_id=ci.ConnID,
-                    protocol=ci.Protocol,
-                    ping_interval=ci.PingInterval,
-                    ping_max_out=ci.PingMaxOut,
-                )
-            )
-        nsubs = 0
-        for name, rc in rs.channels.items():
-            ch = Channel(name, rc.channel)
-            ts = ch.msgs.timestamp_of(ch.msgs.last_sequence())
-            ch.last_ts = ch.last_activity = ts or 0
-            self.channels.add(ch)
-            for rsub in rc.subscriptions:
-                if self._restore_sub(ch, rsub.sub, rsub.pending):
-                    nsubs += 1
-        self.log.info(f"Recovered {len(self.clients)} client(s)")
-        self.log.info(f"Recovered {len(self.channels)} channel(s) and {nsubs} subscription(s)")
-
-    def _restore_sub(self, ch: Channel, st: spb.SubState, pending: set[int]) -> bool:
-        sub = Subscription(ch)
-        sub.id = st.ID
-        sub.client_id = st.clientID
-        sub.qgroup = st.qGroup
-        sub.inbox = st.inbox
-        sub.ack_inbox = st.ackInbox
-        sub.max_inflight = st.maxInFlight or 1
-        sub.ack_wait = st.ackWaitInSecs or 30
-        sub.durable_name = st.durableName
-        sub.is_durable = st.isDurable
-        sub.is_closed = st.isClosed
-        sub.last_sent = st.lastSent
-        # no deadline known: the first redelivery pass uses timestamp + AckWait
-        sub.pending = dict.fromkeys(sorted(pending), 0.0)
-        client = self.clients.get(st.clientID) if st.clientID else None
-        if st.qGroup:
-            group = ch.queues.get(st.qGroup)
-            if group is None:
-                group = QueueGroup(st.qGroup, ch, st.isDurable)
-                ch.queues[st.qGroup] = group
-            group.last_sent = max(group.last_sent, st.lastSent)
-            if st.isDurable and not st.clientID:
-                sub.group = group
-                group.shadow = sub
-                return True
-            if client is None:
-                # a member whose client is gone: a ghost, dropped (stores.md §1.4)
-                ch.subs_store.delete_sub(st.ID)
-                if not group.members and group.shadow is None:
-                    del ch.queues[st.qGroup]
-                return False
-            sub.group = group
-            group.members.append(sub)
-        elif st.isDurable:
-            ch.durables[sub.durable_key] = sub
-            if st.isClosed or client is None:
-                return True
-        elif client is None:
-            ch.subs_store.delete_sub(st.ID)
-            return False
-        assert client is not None
-        sub.client = client
-        sub.failed_hb = client.failed_hb > 0
-        sub.stalled = len(sub.pending) >= sub.max_inflight
-        client.subs.append(sub)
-        if sub.group is None:
-            ch.plain.append(sub)
-        return True
-
     def _resume_recovered(self) -> None:
         """Start serving what was recovered: ack inboxes, heartbeats,
         redelivery of unacked messages, then normal delivery."""
@@ -463,10 +391,7 @@ class StanServer:
             for g in ch.queues.values():
                 online.extend(g.members)
             for sub in online:
-                sub.ack_sid = self.conn.subscribe(
-                    sub.ack_inbox, lambda _s, _r, payload, sub=sub: self._on_ack(sub, payload)
-                )
-                ch.by_ack[sub.ack_inbox] = sub
+                self._subscribe_acks(sub)
                 sub.initialized = True
                 if sub.pending:
                     self.deliverer.redeliver(sub)
@@ -1110,14 +1035,17 @@ class StanServer:
         return first - 1 if first > 0 else 0  # First
 
     def _attach(self, sub: Subscription, client: Client) -> None:
-        ch = sub.channel
+        self._subscribe_acks(sub)
+        client.subs.append(sub)
+        if sub.group is None:
+            sub.channel.plain.append(sub)
+
+    def _subscribe_acks(self, sub: Subscription) -> None:
+        """Listen on the subscription's ack inbox (the server's own subject)."""
         sub.ack_sid = self.conn.subscribe(
             sub.ack_inbox, lambda _s, _r, payload: self._on_ack(sub, payload)
         )
-        ch.by_ack[sub.ack_inbox] = sub
-        client.subs.append(sub)
-        if sub.group is None:
-            ch.plain.append(sub)
+        sub.channel.by_ack[sub.ack_inbox] = sub
 
     def _on_ack(self, sub: Subscription, payload: bytes) -> None:
         try:
