@@ -164,7 +164,24 @@ class StanServer:
         if s.ft_group:
             self._start_standby()
             return
+        if self.store.name == "FILE":
+            await self._lock_standalone_datastore()
         await self._serve()
+
+    async def _lock_standalone_datastore(self) -> None:
+        """Refuse a FILE datastore another server is using.
+
+        The Go server takes the store lock only in FT mode, so two standalone
+        servers (or a standalone one beside an FT group) could both write one
+        directory. nss takes the same POSIX lock standalone too: a second
+        server is refused with an explanation, and an FT server started on
+        the directory stands by instead of writing beside it."""
+        if not await asyncio.to_thread(self.store.get_exclusive_lock):
+            raise StartupError(
+                f'datastore "{self.sopts.file_path}" is in use by another server '
+                "(its lock file .rootdir.lck is held); two servers may share a FILE "
+                "store only as members of one fault-tolerance group (--ft_group)"
+            )
 
     async def _serve(self) -> None:
         """Recover the store and start answering clients: at start-up, or

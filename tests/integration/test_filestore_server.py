@@ -143,3 +143,19 @@ async def test_durable_name_with_same_client_id_is_rejected_when_online(
     with pytest.raises(StanError, match="stan: duplicate durable registration"):
         await c.subscribe("a", durable="dur")
     await c.close()
+
+
+async def test_second_standalone_server_on_a_datastore_is_refused(
+    nss_factory, tmp_path: Path
+) -> None:
+    from procs import NssProcess, free_port
+
+    d = str(tmp_path / "data")
+    nss_factory("-store", "file", "-dir", d)
+    second = NssProcess(["-p", str(free_port()), "-store", "file", "-dir", d])
+    try:
+        line = second.wait_for_line("is in use by another server")
+        assert "--ft_group" in line
+        assert second.proc.wait(10) == 1
+    finally:
+        second.stop()
