@@ -49,6 +49,16 @@ class StoreLimits(ChannelLimits):
     def clone(self) -> StoreLimits:
         return copy.deepcopy(self)
 
+    def channel_defaults(self) -> ChannelLimits:
+        """The global per-channel limits, for channels no entry matches."""
+        return ChannelLimits(
+            max_msgs=self.max_msgs,
+            max_bytes=self.max_bytes,
+            max_age=self.max_age,
+            max_subscriptions=self.max_subscriptions,
+            max_inactivity=self.max_inactivity,
+        )
+
 
 @dataclass
 class FileOptions:

@@ -229,10 +229,4 @@ def effective_limits(limits: StoreLimits, name: str) -> ChannelLimits:
         found = lookup(limits, name)
         if found is not None:
             return found
-    return ChannelLimits(
-        max_msgs=limits.max_msgs,
-        max_bytes=limits.max_bytes,
-        max_age=limits.max_age,
-        max_subscriptions=limits.max_subscriptions,
-        max_inactivity=limits.max_inactivity,
-    )
+    return limits.channel_defaults()

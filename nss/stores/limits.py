@@ -257,13 +257,7 @@ def _inherit(info: _Info, parent: ChannelLimits) -> None:
 
 
 def _global_limits(limits: StoreLimits) -> ChannelLimits:
-    return ChannelLimits(
-        max_msgs=limits.max_msgs,
-        max_bytes=limits.max_bytes,
-        max_age=limits.max_age,
-        max_subscriptions=limits.max_subscriptions,
-        max_inactivity=limits.max_inactivity,
-    )
+    return limits.channel_defaults()
 
 
 @dataclass
