@@ -100,11 +100,60 @@ def load_config_files(opts: Options, explicit: set[str]) -> None:
         opts.nats.config_file = nats_only_config(nats_file, tmp) or ""
 
 
+_SIGNALS = {
+    "stop": signal.SIGKILL,
+    "quit": signal.SIGINT,
+    "reopen": signal.SIGUSR1,
+    "reload": signal.SIGHUP,
+    "ldm": signal.SIGUSR2,
+    "term": signal.SIGTERM,
+}
+
+
+def send_signal(spec: str) -> int:
+    """``-sl <cmd>[=<pid or pid file>]``: signal a running server and exit.
+    Without a pid, the one running nss / nats-streaming-server is found with
+    pgrep (it must be unique)."""
+    import os
+    import subprocess
+
+    cmd, _, target = spec.partition("=")
+    sig = _SIGNALS.get(cmd.lower())
+    if sig is None:
+        print(f"unknown signal {cmd!r}", file=sys.stderr)
+        return 1
+    if not target:
+        me = str(os.getpid())
+        found = set()
+        for name in ("nss", "nats-streaming-server"):
+            r = subprocess.run(["pgrep", "-f", name], capture_output=True, text=True)
+            found |= {p for p in r.stdout.split() if p != me}
+        if len(found) != 1:
+            print(f"found {len(found)} running servers: give the pid", file=sys.stderr)
+            return 1
+        target = found.pop()
+    if not target.isdigit():
+        try:
+            with open(target) as f:
+                target = f.read().strip()
+        except OSError as e:
+            print(f"unable to read pid file: {e}", file=sys.stderr)
+            return 1
+    try:
+        os.kill(int(target), sig)
+    except (OSError, ValueError) as e:
+        print(f"unable to signal {target}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     res = process_command_line(sys.argv[1:] if argv is None else list(argv))
     if isinstance(res, int):
         return res
     opts = res.options
+    if opts.nats.signal:
+        return send_signal(opts.nats.signal)
     try:
         load_config_files(opts, res.explicit)
         check_supported(opts)
