@@ -30,6 +30,15 @@ async def run(opts: Options) -> int:
             stop.set_result(name)
 
     server = StanServer(opts)
+    pid_file = opts.nats.pid_file
+    if pid_file:
+        import os
+
+        try:
+            with open(pid_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError as e:
+            logger.error(f"Unable to write pid file {pid_file}: {e}")
     loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
 

@@ -232,7 +232,7 @@ def build_args(opts: NATSOptions, *, ports_file_dir: str = "") -> list[str]:
     opt("-m", opts.http_port, d.http_port)
     opt("-ms", opts.https_port, d.https_port)
     opt("-c", opts.config_file, d.config_file)
-    opt("-P", opts.pid_file, d.pid_file)
+    # -P is nss's own pid file (app.py): signals sent by pid reach nss
     opt("--ports_file_dir", opts.ports_file_dir or ports_file_dir, "")
 
     flag("-D", opts.debug)

@@ -192,7 +192,6 @@ def test_build_args_pass_through() -> None:
         "--client_advertise": "adv:4222",
         "-m": "8222",
         "-ms": "8443",
-        "-P": "/tmp/x.pid",
         "--ports_file_dir": "/tmp/pd",
         "--max_traced_msg_len": "64",
         "--user": "u",
