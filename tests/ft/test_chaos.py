@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nodeenv import NODE, ensure_node_modules, node_env
 from procs import READY_LINE, NssProcess, free_port
 from stanclient import StanClient
 
@@ -45,9 +45,6 @@ from nss.pb import protocol_pb2 as pb
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "chaos.js"
-INTEROP = HERE.parent / "interop"
-NODE = shutil.which("node")
-NPM = shutil.which("npm")
 
 CID = "test-cluster"
 SUBJECT = "chaos"
@@ -72,29 +69,11 @@ pytestmark = [
 
 @pytest.fixture(scope="module", autouse=True)
 def node_modules() -> None:
-    if (INTEROP / "node_modules" / "node-nats-streaming" / "package.json").exists():
-        return
-    if NPM is None:
-        pytest.fail("node_modules is missing in tests/interop and npm is not installed")
-    cmd = [NPM, "ci"] if (INTEROP / "package-lock.json").exists() else [NPM, "install"]
-    proc = subprocess.run(
-        [*cmd, "--no-audit", "--no-fund"],
-        cwd=INTEROP,
-        env=_node_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed in {INTEROP}:\n{proc.stdout}\n{proc.stderr}")
+    problem = ensure_node_modules()
+    if problem:
+        pytest.fail(problem)
 
 
-def _node_env() -> dict[str, str]:
-    env = dict(os.environ)
-    opts = env.get("NODE_OPTIONS", "")
-    if "--dns-result-order" not in opts:
-        env["NODE_OPTIONS"] = (opts + " --dns-result-order=ipv4first").strip()
-    return env
 
 
 class NodeClient:
@@ -112,7 +91,7 @@ class NodeClient:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=_node_env(),
+            env=node_env(),
             cwd=HERE,
         )
         self.stderr: list[str] = []

@@ -10,9 +10,7 @@ skipped only when ``node`` itself is not installed.
 from __future__ import annotations
 
 import json
-import os
 import queue
-import shutil
 import subprocess
 import threading
 import time
@@ -20,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nodeenv import NODE, ensure_node_modules, node_env
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "scenarios.js"
-NODE = shutil.which("node")
-NPM = shutil.which("npm")
 SCENARIO_TIMEOUT = 60.0
 
 pytestmark = pytest.mark.skipif(
@@ -32,32 +29,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _node_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # The client resolves "localhost" and nats-server listens on IPv4.
-    opts = env.get("NODE_OPTIONS", "")
-    if "--dns-result-order" not in opts:
-        env["NODE_OPTIONS"] = (opts + " --dns-result-order=ipv4first").strip()
-    return env
 
 
 @pytest.fixture(scope="session", autouse=True)
 def node_modules() -> None:
-    if (HERE / "node_modules" / "node-nats-streaming" / "package.json").exists():
-        return
-    if NPM is None:
-        pytest.fail("node_modules is missing in tests/interop and npm is not installed")
-    cmd = [NPM, "ci"] if (HERE / "package-lock.json").exists() else [NPM, "install"]
-    proc = subprocess.run(
-        [*cmd, "--no-audit", "--no-fund"],
-        cwd=HERE,
-        env=_node_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed in {HERE}:\n{proc.stdout}\n{proc.stderr}")
+    problem = ensure_node_modules()
+    if problem:
+        pytest.fail(problem)
 
 
 def run(scenario: str, nss: Any, *args: object, timeout: float = SCENARIO_TIMEOUT) -> dict:
@@ -66,7 +44,7 @@ def run(scenario: str, nss: Any, *args: object, timeout: float = SCENARIO_TIMEOU
     cmd = [NODE, str(SCRIPT), scenario, nss.url, nss.cluster_id, *map(str, args)]
     try:
         proc = subprocess.run(
-            cmd, cwd=HERE, env=_node_env(), capture_output=True, text=True, timeout=timeout
+            cmd, cwd=HERE, env=node_env(), capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"scenario {scenario} ran past {timeout}s:\n{e.stdout}\n{e.stderr}")
@@ -88,7 +66,7 @@ class Holder:
         self.proc = subprocess.Popen(
             [NODE, str(SCRIPT), "hold", nss.url, nss.cluster_id, client_id],
             cwd=HERE,
-            env=_node_env(),
+            env=node_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
