@@ -1285,10 +1285,7 @@ class FileMsgStore(MsgStore):
             try:
                 r = rr.next()
             except BadRecord as e:
-                if e.kind == ZERO:
-                    os.ftruncate(dat_fd, e.offset)
-                else:
-                    self._fs.bad_record(sl.dat_path, dat_fd, e)
+                self._fs.end_of_records(sl.dat_path, dat_fd, e)
                 break
             if r is None:
                 break
@@ -1562,10 +1559,7 @@ class FileSubStore(SubStore):
                 try:
                     r = rr.next()
                 except BadRecord as e:
-                    if e.kind == ZERO:
-                        os.ftruncate(fd, e.offset)
-                    else:
-                        self._fs.bad_record(self.path, fd, e)
+                    self._fs.end_of_records(self.path, fd, e)
                     break
                 if r is None:
                     break
@@ -1697,6 +1691,15 @@ class FileStore(Store):
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="nss-fsync")
         return self._executor
+
+    def end_of_records(self, path: str, fd: int, e: BadRecord) -> None:
+        """Where recovery stopped reading ``path``: a zero-filled tail (space
+        allocated but never written before a crash) is cut off silently;
+        anything else goes to ``bad_record``."""
+        if e.kind == ZERO:
+            os.ftruncate(fd, e.offset)
+        else:
+            self.bad_record(path, fd, e)
 
     def bad_record(self, path: str, fd: int, e: BadRecord) -> None:
         """A truncated or corrupt record met during recovery: log it with a
@@ -1948,10 +1951,7 @@ class FileStore(Store):
             try:
                 r = rr.next()
             except BadRecord as e:
-                if e.kind == ZERO:
-                    os.ftruncate(fd, e.offset)
-                else:
-                    self.bad_record(self._cli_path, fd, e)
+                self.end_of_records(self._cli_path, fd, e)
                 break
             if r is None:
                 break
