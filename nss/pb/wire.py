@@ -10,7 +10,10 @@ the two cases apart the way Go does. It runs on error paths only.
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import DecodeError
 
 _LEN = 2
 _FD = FieldDescriptor
@@ -110,3 +113,13 @@ def go_decodes(data: bytes, desc: Descriptor) -> bool:
     except ValueError:
         return False
     return True
+
+
+def go_decode(cls: Any, payload: bytes) -> Any:
+    """Decode a request, failing (DecodeError) wherever Go's decoder fails:
+    upb accepts a known field with the wrong wire type, gogo-protobuf does
+    not, and the protocol answers decode failures with their own errors."""
+    msg = cls.FromString(payload)
+    if payload and not go_decodes(payload, cls.DESCRIPTOR):
+        raise DecodeError(f"wrong wire type in {cls.DESCRIPTOR.name}")
+    return msg

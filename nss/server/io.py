@@ -3,66 +3,40 @@
 Every client request that changes state (publish, ack, connect, subscribe,
 unsubscribe, close) and every timer that does (redelivery, heartbeat
 expiry, inactivity, age) is queued here and run in arrival order. Publishes
-and acks are cheap and accumulate into a batch; the batch is committed
-(stores flushed once per touched channel, then delivery, then PubAcks) when
-the queue runs dry, when it reaches ``io_batch_size``, or before any other
-kind of request, so that a close never overtakes a publish or an ack that
-arrived before it.
+and acks are cheap and accumulate into the publish batch (``batch.py``); the
+batch is committed when the queue runs dry, when it reaches
+``io_batch_size``, or before any other kind of request, so that a close
+never overtakes a publish or an ack that arrived before it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nss.pb import protocol_pb2 as pb
-from nss.server.monitor import LatencyHistogram
-from nss.stores.base import StoreError
-
-if TYPE_CHECKING:
-    from nss.server.channels import Channel
-    from nss.server.server import StanServer
-    from nss.server.subs import QueueGroup, Subscription
+from nss.server.batch import PublishBatch
+from nss.server.core.model import QueueGroup, Subscription
+from nss.server.monitor.histogram import LatencyHistogram
 
 OP_PUB = 0
 OP_ACK = 1
 OP_CALL = 2  # a plain function, run in order
 OP_ACALL = 3  # a coroutine function, run in order and awaited
 
-_MsgProto = pb.MsgProto
-
-
-def encode_puback(guid: str, error: str = "") -> bytes:
-    if error:
-        return pb.PubAck(guid=guid, error=error).SerializeToString()
-    g = guid.encode()
-    n = len(g)
-    if n < 0x80:
-        return b"\x0a" + bytes((n,)) + g
-    return pb.PubAck(guid=guid).SerializeToString()
-
 
 class IOPath:
-    def __init__(self, server: StanServer, batch_size: int, sleep_us: int) -> None:
-        self._server = server
+    def __init__(self, batch: PublishBatch, batch_size: int, sleep_us: int, log: Any) -> None:
+        self.batch = batch
         self._batch_size = max(1, batch_size)
         self._sleep = sleep_us / 1e6
+        self._log = log
         self._q: deque[tuple[Any, ...]] = deque()
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        # the batch being built
-        self._touched: dict[Channel, None] = {}
-        self._pubacks: list[tuple[str, bytes]] = []
-        self._to_deliver: dict[Subscription | QueueGroup, None] = {}
-        self._acked: dict[Channel, None] = {}
-        self.batches = 0
-        self.batched_msgs = 0
-        # store flush latency, read by /metrics (nss_store_flush_seconds)
-        self.flush_latency = LatencyHistogram()
 
     # ---------------------------------------------------------------- queueing
     def _signal(self) -> None:
@@ -88,7 +62,23 @@ class IOPath:
 
     def deliver_later(self, target: Subscription | QueueGroup) -> None:
         """Deliver to this sub or group when the current batch commits."""
-        self._to_deliver[target] = None
+        self.batch.deliver_later(target)
+
+    async def commit(self) -> None:
+        await self.batch.commit()
+
+    # read by /metrics
+    @property
+    def flush_latency(self) -> LatencyHistogram:
+        return self.batch.flush_latency
+
+    @property
+    def batches(self) -> int:
+        return self.batch.batches
+
+    @property
+    def batched_msgs(self) -> int:
+        return self.batch.batched_msgs
 
     # ---------------------------------------------------------------- running
     def start(self) -> None:
@@ -113,7 +103,6 @@ class IOPath:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         q = self._q
-        log = self._server.log
         while True:
             if not q:
                 if self._stopping:
@@ -126,148 +115,31 @@ class IOPath:
             try:
                 await self._process()
             except Exception:  # a bug must not stop the server's I/O
-                log.exception("I/O path error")
-                self._reset_batch()
-
-    def _reset_batch(self) -> None:
-        self._touched.clear()
-        self._pubacks.clear()
-        self._to_deliver.clear()
-        self._acked.clear()
+                self._log.exception("I/O path error")
+                self.batch.reset()
 
     async def _process(self) -> None:
         q = self._q
         n = 0
         limit = self._batch_size
-        store_pub = self._store_pub
-        server = self._server
-        deliverer = server.deliverer
+        batch = self.batch
+        add_publish = batch.add_publish
+        add_ack = batch.add_ack
         while q and n < limit:
             op = q.popleft()
             kind = op[0]
             if kind == OP_PUB:
-                store_pub(op[1], op[2])
+                pm = op[1]
+                add_publish(pm.subject, pm.guid, pm.reply, pm.data, op[2])
                 n += 1
             elif kind == OP_ACK:
-                sub = op[1]
-                if deliverer.ack(sub, op[2]):
-                    self._to_deliver[sub.group if sub.group is not None else sub] = None
-                # the ack record must reach the disk even when nothing else moves
-                self._acked[sub.channel] = None
+                add_ack(op[1], op[2])
                 n += 1
             else:
-                await self.commit()
+                await batch.commit()
                 if kind == OP_CALL:
                     op[1](*op[2])
                 else:
                     await op[1](*op[2])
-                await self.commit()
-        await self.commit()
-
-    def _store_pub(self, pm: pb.PubMsg, reply: str) -> None:
-        server = self._server
-        name = pm.subject
-        ch = server.channels.channels.get(name)
-        if ch is None or ch.deleting:
-            try:
-                ch = server.lookup_or_create_channel(name)
-            except (StoreError, ValueError) as e:
-                if reply:
-                    self._pubacks.append((reply, encode_puback(pm.guid, str(e))))
-                return
-        seq = ch.next_seq
-        ts = time.time_ns()
-        if ts < ch.last_ts:
-            ts = ch.last_ts
-        data = _MsgProto(
-            sequence=seq, subject=name, reply=pm.reply, data=pm.data, timestamp=ts
-        ).SerializeToString()
-        if len(data) > server.max_payload:
-            if reply:
-                self._pubacks.append(
-                    (reply, encode_puback(pm.guid, "nats: maximum payload exceeded"))
-                )
-            return
-        try:
-            ch.msgs.store(seq, ts, data)
-        except StoreError as e:
-            if reply:
-                self._pubacks.append((reply, encode_puback(pm.guid, str(e))))
-            return
-        ch.next_seq = seq + 1
-        ch.last_ts = ts
-        self._touched[ch] = None
-        if reply:
-            self._pubacks.append((reply, encode_puback(pm.guid)))
-
-    async def commit(self) -> None:
-        """Flush what the batch stored, deliver it, then acknowledge it.
-
-        A failed flush (database away, disk error) acknowledges nothing: every
-        publisher of the batch gets an error PubAck instead of silence, and
-        the store keeps what it could not write for the next flush."""
-        touched = self._touched
-        to_deliver = self._to_deliver
-        pubacks = self._pubacks
-        acked = self._acked
-        if not touched and not to_deliver and not pubacks and not acked:
-            return
-        server = self._server
-        self.batches += 1
-        self.batched_msgs += len(pubacks)
-        deliverer = server.deliverer
-        chans: list[Channel] = []
-        try:
-            if touched:
-                chans = list(touched)
-                touched.clear()
-                t0 = time.perf_counter()
-                for ch in chans:
-                    await ch.msgs.flush()
-                self.flush_latency.observe(time.perf_counter() - t0)
-                for ch in chans:
-                    self._deliver(deliverer.deliver_channel, ch)
-                    server.after_publish(ch)
-            if to_deliver:
-                targets = list(to_deliver)
-                to_deliver.clear()
-                for t in targets:
-                    if hasattr(t, "members"):
-                        self._deliver(deliverer.deliver_group, t)
-                    else:
-                        self._deliver(deliverer.deliver_sub, t)
-                    chans.append(t.channel)
-            if acked:
-                chans.extend(acked)
-                acked.clear()
-            for ch in dict.fromkeys(chans):
-                await ch.subs_store.flush()
-        except StoreError as e:
-            server.log.error(f"Unable to store: {e}")
-            to_deliver.clear()
-            acked.clear()
-            self._pubacks = []
-            publish = server.conn.publish
-            for reply, data in pubacks:
-                publish(reply, _as_error(data, str(e)))
-            return
-        if pubacks:
-            self._pubacks = []
-            publish = server.conn.publish
-            for reply, data in pubacks:
-                publish(reply, data)
-
-    def _deliver(self, fn: Callable[[Any], None], target: Any) -> None:
-        """A store read failing (database away) stops this delivery only; it
-        resumes with the next batch or ack that touches the subscription."""
-        try:
-            fn(target)
-        except StoreError as e:
-            self._server.log.error(f"Unable to deliver on {target.channel.name}: {e}")
-
-
-def _as_error(puback: bytes, error: str) -> bytes:
-    ack = pb.PubAck.FromString(puback)
-    if ack.error:
-        return puback
-    return encode_puback(ack.guid, error)
+                await batch.commit()
+        await batch.commit()

@@ -13,9 +13,8 @@ import pytest
 
 from nss.options import StoreLimits
 from nss.pb import spb_pb2 as spb
-from nss.server import monitor
-from nss.server.monitor import (
-    LatencyHistogram,
+from nss.server.monitor import endpoints as monitor
+from nss.server.monitor.endpoints import (
     go_atoi,
     go_json,
     go_time,
@@ -24,6 +23,7 @@ from nss.server.monitor import (
     offset_and_limit,
     uptime,
 )
+from nss.server.monitor.histogram import LatencyHistogram
 
 
 @pytest.fixture
@@ -234,7 +234,7 @@ def test_latency_histogram():
 def test_metrics_expose_the_flush_latency_hook():
     from prometheus_client.parser import text_string_to_metric_families
 
-    from nss.server import metrics
+    from nss.server.monitor import metrics
 
     srv = _server()
     h = LatencyHistogram((0.001,))

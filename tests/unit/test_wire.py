@@ -7,7 +7,7 @@ import pytest
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.pb.wire import go_decodes
-from nss.server.channels import go_quote
+from nss.units import go_quote
 
 PUB = pb.PubMsg.DESCRIPTOR
 CTRL = spb.CtrlMsg.DESCRIPTOR

@@ -6,13 +6,9 @@ connID must stop working at once, so both indexes are kept in step here.
 
 from __future__ import annotations
 
-import asyncio
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from nss.server.subs import Subscription
+from nss.server.core.model import Client
 
 # fullmatch: Go's "$" does not match before a trailing newline as Python's does
 _CLIENT_ID_RE = re.compile(r"[a-zA-Z0-9_-]+")
@@ -20,29 +16,6 @@ _CLIENT_ID_RE = re.compile(r"[a-zA-Z0-9_-]+")
 
 def valid_client_id(client_id: str) -> bool:
     return _CLIENT_ID_RE.fullmatch(client_id) is not None
-
-
-@dataclass(eq=False)
-class Client:
-    id: str
-    hb_inbox: str
-    conn_id: bytes = b""
-    protocol: int = 0
-    ping_interval: int = 0
-    ping_max_out: int = 0
-    subs: list[Subscription] = field(default_factory=list)
-    failed_hb: int = 0
-    hb_handle: asyncio.TimerHandle | None = None
-    hb_task: asyncio.Task[None] | None = None
-    closed: bool = False
-
-    def stop_heartbeats(self) -> None:
-        if self.hb_handle is not None:
-            self.hb_handle.cancel()
-            self.hb_handle = None
-        if self.hb_task is not None and not self.hb_task.done():
-            self.hb_task.cancel()
-        self.hb_task = None
 
 
 class ClientRegistry:

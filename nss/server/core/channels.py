@@ -1,15 +1,10 @@
-"""Channels: name rules, the registry, and per-channel subscription indexes."""
+"""Channels: the name rule and the registry (unique names, case conflicts)."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING
-
-from nss.stores.base import ChannelStore, Store
+from nss.server.core.model import Channel
+from nss.stores.base import Store
 from nss.units import go_quote
-
-if TYPE_CHECKING:
-    from nss.server.subs import QueueGroup, Subscription
 
 ERR_CHANNEL_BEING_DELETED = "stan: channel is being deleted"
 
@@ -30,55 +25,6 @@ def valid_channel(name: str, wildcards: bool = False) -> bool:
         if t == ">" and i != len(tokens) - 1:
             return False
     return True
-
-
-class Channel:
-    """A channel's store plus its live subscriptions.
-
-    ``next_seq`` and ``last_ts`` live here, not in the store, because the I/O
-    path assigns them while the store only records what it is given."""
-
-    def __init__(self, name: str, store: ChannelStore) -> None:
-        self.name = name
-        self.store = store
-        self.msgs = store.msgs
-        self.subs_store = store.subs
-        self.next_seq = self.msgs.last_sequence() + 1
-        self.last_ts = 0
-        # plain (non-queue) subscriptions that are online
-        self.plain: list[Subscription] = []
-        # all subscriptions by ack inbox, online ones only
-        self.by_ack: dict[str, Subscription] = {}
-        # durable (non-queue) subscriptions by durable key, online or not
-        self.durables: dict[str, Subscription] = {}
-        self.queues: dict[str, QueueGroup] = {}
-        self.deleting = False
-        self.last_activity = 0
-        self.inactivity_handle: asyncio.TimerHandle | None = None
-        self.age_handle: asyncio.TimerHandle | None = None
-
-    def all_subs(self) -> list[Subscription]:
-        """Every subscription, in the order Go's monitoring lists them:
-        online plain and durable ones, offline durables, then each queue
-        group's members followed by its shadow (the offline record of a
-        durable group whose members all left)."""
-        out = list(self.plain)
-        out.extend(d for d in self.durables.values() if d.client is None)
-        for g in self.queues.values():
-            out.extend(g.members)
-            if g.shadow is not None:
-                out.append(g.shadow)
-        return out
-
-    def has_active_subs(self) -> bool:
-        return bool(self.plain) or any(g.members for g in self.queues.values())
-
-    def stop_timers(self) -> None:
-        for h in (self.inactivity_handle, self.age_handle):
-            if h is not None:
-                h.cancel()
-        self.inactivity_handle = None
-        self.age_handle = None
 
 
 class ChannelRegistry:

@@ -1,5 +1,5 @@
-"""Subscriptions, queue groups, and everything about handing messages out:
-delivery, MaxInFlight stalls, acks, and AckWait redelivery.
+"""Handing messages out: delivery, MaxInFlight stalls, acks, and AckWait
+redelivery.
 
 All of it runs on the server's ordered I/O path, so none of it awaits: a
 delivery is a lookup in the channel's store and a buffered publish.
@@ -14,11 +14,9 @@ from typing import TYPE_CHECKING
 
 from nss.log import get_logger
 from nss.natsconn import MaxPayloadError
-from nss.pb import spb_pb2 as spb
+from nss.server.core.model import Channel, QueueGroup, Subscription
 
 if TYPE_CHECKING:
-    from nss.server.channels import Channel
-    from nss.server.clients import Client
     from nss.stores.base import MsgStore
 
 _log = get_logger()
@@ -70,124 +68,6 @@ def _unsent(msgs: MsgStore, last_sent: int) -> tuple[int, int] | None:
     if seq > last:
         return None
     return max(seq, msgs.first_sequence()), last
-
-
-class Subscription:
-    """A STAN subscription; its persisted form is ``to_state()``."""
-
-    __slots__ = (
-        "id",
-        "client_id",
-        "qgroup",
-        "inbox",
-        "ack_inbox",
-        "max_inflight",
-        "ack_wait",
-        "durable_name",
-        "is_durable",
-        "is_closed",
-        "last_sent",
-        "channel",
-        "client",
-        "group",
-        "pending",
-        "stalled",
-        "initialized",
-        "ack_sid",
-        "timer",
-        "redeliveries",
-        "failed_hb",
-        "saved_client_id",
-    )
-
-    def __init__(self, channel: Channel) -> None:
-        self.id = 0
-        self.client_id = ""
-        self.qgroup = ""
-        self.inbox = ""
-        self.ack_inbox = ""
-        self.max_inflight = 1
-        self.ack_wait = 30
-        self.durable_name = ""
-        self.is_durable = False
-        self.is_closed = False
-        self.last_sent = 0
-        self.channel = channel
-        self.client: Client | None = None
-        self.group: QueueGroup | None = None
-        # seq -> wall-clock deadline (0 = unknown, e.g. after recovery)
-        self.pending: dict[int, float] = {}
-        self.stalled = False
-        self.initialized = False
-        self.ack_sid = 0
-        self.timer: asyncio.TimerHandle | None = None
-        self.redeliveries: dict[int, int] = {}
-        self.failed_hb = False
-        # the client a queue shadow last belonged to (monitoring only)
-        self.saved_client_id = ""
-
-    @property
-    def durable_key(self) -> str:
-        return f"{self.client_id}-{self.channel.name}-{self.durable_name}"
-
-    @property
-    def online(self) -> bool:
-        return self.client is not None
-
-    def to_state(self) -> spb.SubState:
-        return spb.SubState(
-            ID=self.id,
-            clientID=self.client_id,
-            qGroup=self.qgroup,
-            inbox=self.inbox,
-            ackInbox=self.ack_inbox,
-            maxInFlight=self.max_inflight,
-            ackWaitInSecs=self.ack_wait,
-            durableName=self.durable_name,
-            lastSent=self.last_sent,
-            isDurable=self.is_durable,
-            isClosed=self.is_closed,
-        )
-
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-
-class QueueGroup:
-    def __init__(self, name: str, channel: Channel, durable: bool) -> None:
-        self.name = name  # stored form: "durable:group" for durable groups
-        self.channel = channel
-        self.durable = durable
-        self.members: list[Subscription] = []
-        self.last_sent = 0
-        # the offline record of a durable group whose members all closed
-        self.shadow: Subscription | None = None
-        self.redeliveries: dict[int, int] = {}
-
-    def pick(self) -> Subscription | None:
-        """The member that gets the next message, or a redelivery (protocol.md
-        §8.4, §8.5; Go's findBestQueueSub).
-
-        Fewest pending among healthy, unstalled members, first on ties; if
-        none qualifies, the first member (a stalled one is then not sent a
-        new message, only a forced redelivery). The chosen head of the list
-        rotates to the end, which makes equal loads round-robin."""
-        members = self.members
-        best: Subscription | None = None
-        best_n = 0
-        for m in members:
-            if m.failed_hb or m.stalled:
-                continue
-            n = len(m.pending)
-            if best is None or n < best_n:
-                best, best_n = m, n
-        if best is None and members:
-            best = members[0]
-        if best is not None and len(members) > 1 and members[0] is best:
-            members.append(members.pop(0))
-        return best
 
 
 class Deliverer:

@@ -34,11 +34,12 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.utils import floatToGoString
 
 from nss.options import VERSION
-from nss.server import monitor
+from nss.server.monitor import endpoints as monitor
+from nss.server.monitor.histogram import LatencyHistogram
 from nss.stores.base import StoreError
 
 if TYPE_CHECKING:
-    from nss.server.server import StanServer
+    from nss.server.monitor.view import ServerView
 
 # Every state /streaming/serverz can report: a one-hot gauge over all of
 # them lets alerts match on a value instead of on a label appearing.
@@ -54,7 +55,7 @@ def _bool(v: bool) -> str:
 class StanCollector:
     """Builds every nss metric from the server's state at scrape time."""
 
-    def __init__(self, server: StanServer) -> None:
+    def __init__(self, server: ServerView) -> None:
         self.server = server
 
     def describe(self) -> list[Metric]:
@@ -67,7 +68,7 @@ class StanCollector:
         yield from self._server_metrics(s)
         yield from self._channel_metrics(s)
         hist = getattr(s.io, "flush_latency", None) if s.io is not None else None
-        if isinstance(hist, monitor.LatencyHistogram):
+        if isinstance(hist, LatencyHistogram):
             buckets = [(floatToGoString(b), n) for b, n in hist.cumulative()]
             yield HistogramMetricFamily(
                 "nss_store_flush_seconds",
@@ -77,7 +78,7 @@ class StanCollector:
             )
 
     @staticmethod
-    def _server_metrics(s: StanServer) -> Iterator[Metric]:
+    def _server_metrics(s: ServerView) -> Iterator[Metric]:
         info = GaugeMetricFamily(
             "nss_server_info",
             "Server information (value is always 1)",
@@ -164,7 +165,7 @@ class StanCollector:
         )
 
     @staticmethod
-    def _channel_metrics(s: StanServer) -> Iterator[Metric]:
+    def _channel_metrics(s: ServerView) -> Iterator[Metric]:
         lbl = ["channel"]
         msgs = GaugeMetricFamily("nss_chan_msgs_total", "Messages in the channel", labels=lbl)
         size = GaugeMetricFamily("nss_chan_bytes_total", "Bytes in the channel", labels=lbl)
@@ -218,7 +219,7 @@ class StanCollector:
         yield from (msgs, size, first, last, nsubs, cpend, last_sent, spend, inflight, stalled)
 
 
-def make_registry(server: StanServer) -> CollectorRegistry:
+def make_registry(server: ServerView) -> CollectorRegistry:
     """A private registry (not prometheus_client's global one, so tests and
     embedders can run several servers in one process) with the nss
     collector plus the standard process/platform/GC collectors."""

@@ -14,13 +14,12 @@ without the locks the Go server takes.
 
 from __future__ import annotations
 
-import bisect
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +28,8 @@ from nss.stores.base import StoreError
 from nss.units import go_quote
 
 if TYPE_CHECKING:
-    from nss.server.channels import Channel
-    from nss.server.clients import Client
-    from nss.server.server import StanServer
-    from nss.server.subs import Subscription
+    from nss.server.core.model import Channel, Client, Subscription
+    from nss.server.monitor.view import ServerView
 
 ROOT_PATH = "/streaming"
 SERVER_PATH = ROOT_PATH + "/serverz"
@@ -223,7 +220,7 @@ def min_max_offset(offset: int, limit: int, total: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------
 
 
-def _channels(server: StanServer) -> dict[str, Channel]:
+def _channels(server: ServerView) -> dict[str, Channel]:
     """The channels, or none while the store is not open yet (start-up, FT
     standby), when Go would have an empty channel store too."""
     reg = server.channels
@@ -241,11 +238,11 @@ def channel_subs_count(ch: Channel) -> int:
     return n
 
 
-def num_subs(server: StanServer) -> int:
+def num_subs(server: ServerView) -> int:
     return sum(channel_subs_count(ch) for ch in _channels(server).values())
 
 
-def msgs_state(server: StanServer) -> tuple[int, int]:
+def msgs_state(server: ServerView) -> tuple[int, int]:
     """Messages and bytes over all channels (may raise StoreError)."""
     count = size = 0
     for ch in _channels(server).values():
@@ -301,7 +298,7 @@ def _ns(seconds: float) -> int:
     return int(round(seconds * 1e9))
 
 
-def _start_ns(server: StanServer) -> int:
+def _start_ns(server: ServerView) -> int:
     # start_time is a float; microseconds are what it holds faithfully
     return int(round(server.start_time * 1e6)) * 1000
 
@@ -311,7 +308,7 @@ def _start_ns(server: StanServer) -> int:
 # --------------------------------------------------------------------------
 
 
-def serverz(server: StanServer, now_ns: int) -> dict[str, Any]:
+def serverz(server: ServerView, now_ns: int) -> dict[str, Any]:
     count, size = msgs_state(server)
     fds, max_fds = _fds()
     start = _start_ns(server)
@@ -354,7 +351,7 @@ def _limits_dict(
     }
 
 
-def storez(server: StanServer, now_ns: int) -> dict[str, Any]:
+def storez(server: ServerView, now_ns: int) -> dict[str, Any]:
     count, size = msgs_state(server)
     store = server.store
     lim = store.limits if store is not None else server.sopts.store_limits
@@ -405,7 +402,7 @@ def clientz(client: Client, subs: bool) -> dict[str, Any]:
     return d
 
 
-def clientsz(server: StanServer, query: Mapping[str, str], now_ns: int) -> Reply:
+def clientsz(server: ServerView, query: Mapping[str, str], now_ns: int) -> Reply:
     subs = go_atoi(query.get("subs")) == 1
     single = query.get("client") or ""
     if single:
@@ -452,7 +449,7 @@ def channelz(ch: Channel, subs: bool) -> dict[str, Any]:
     return d
 
 
-def channelsz(server: StanServer, query: Mapping[str, str], now_ns: int) -> Reply:
+def channelsz(server: ServerView, query: Mapping[str, str], now_ns: int) -> Reply:
     subs = go_atoi(query.get("subs")) == 1
     name = query.get("channel") or ""
     channels = _channels(server)
@@ -497,13 +494,13 @@ def channelsz(server: StanServer, query: Mapping[str, str], now_ns: int) -> Repl
     return json_reply(d, query)
 
 
-def is_ft_active(server: StanServer) -> Reply:
+def is_ft_active(server: ServerView) -> Reply:
     """200 with an empty body in FT active state, else 204 (no Content-Type:
     Go only calls WriteHeader)."""
     return Reply(200 if server.state == "FT_ACTIVE" else 204)
 
 
-def health_error(server: StanServer, ready: bool) -> str:
+def health_error(server: ServerView, ready: bool) -> str:
     """Why nss cannot serve clients right now ('' when it can).
 
     Used by /healthz so that load balancers and orchestrators route to the
@@ -527,7 +524,7 @@ def health_error(server: StanServer, ready: bool) -> str:
     return ""
 
 
-def healthz(server: StanServer, query: Mapping[str, str], ready: bool) -> Reply:
+def healthz(server: ServerView, query: Mapping[str, str], ready: bool) -> Reply:
     """nss's own health, in nats-server's /healthz format (compact JSON)."""
     err = health_error(server, ready)
     if err:
@@ -545,7 +542,7 @@ STREAMING_PATHS = frozenset(
 
 
 def handle(
-    server: StanServer,
+    server: ServerView,
     path: str,
     query: Mapping[str, str],
     *,
@@ -577,58 +574,3 @@ def handle(
         return json_reply(storez(server, now), query)
     except StoreError as e:
         return text_error(f"Error getting information about channels state: {e}", 500)
-
-
-# --------------------------------------------------------------------------
-# Latency histogram (a hook for the I/O path, read by /metrics)
-# --------------------------------------------------------------------------
-
-
-class LatencyHistogram:
-    """Fixed-bucket latency histogram cheap enough for the hot path.
-
-    ``observe`` is a bisect and three additions, with no Prometheus object
-    involved; the /metrics collector reads the counts at scrape time. The
-    I/O path can keep one as ``IOPath.flush_latency`` and observe each store
-    flush; /metrics then exposes ``nss_store_flush_seconds``.
-    """
-
-    __slots__ = ("bounds", "counts", "sum", "count")
-
-    DEFAULT_BOUNDS: tuple[float, ...] = (
-        0.0001,
-        0.00025,
-        0.0005,
-        0.001,
-        0.0025,
-        0.005,
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1.0,
-        2.5,
-    )
-
-    def __init__(self, bounds: Iterable[float] = DEFAULT_BOUNDS) -> None:
-        self.bounds = tuple(sorted(bounds))
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        # bisect_left: a value equal to a bound belongs to it (le semantics)
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
-        self.sum += seconds
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, cumulative count) pairs ending with +Inf."""
-        out: list[tuple[float, int]] = []
-        acc = 0
-        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            acc += n
-            out.append((bound, acc))
-        return out

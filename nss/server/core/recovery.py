@@ -10,15 +10,16 @@ dropped).
 from __future__ import annotations
 
 from nss.pb import spb_pb2 as spb
-from nss.server.channels import Channel, ChannelRegistry
-from nss.server.clients import Client, ClientRegistry
-from nss.server.subs import QueueGroup, Subscription
+from nss.server.core.channels import ChannelRegistry
+from nss.server.core.clients import ClientRegistry
+from nss.server.core.model import Channel, Client, QueueGroup, Subscription
+from nss.server.core.subscriptions import attach
 from nss.stores.base import RecoveredState
 
 
 def restore_state(rs: RecoveredState, clients: ClientRegistry, channels: ChannelRegistry) -> int:
     """Fill the registries; returns the number of subscriptions kept. Ack
-    inboxes are subscribed and timers armed when the server starts serving."""
+    inboxes are listened on and timers armed when the server starts serving."""
     for ci in rs.clients:
         clients.add(
             Client(
@@ -89,7 +90,5 @@ def _restore_sub(
     sub.client = client
     sub.failed_hb = client.failed_hb > 0
     sub.stalled = len(sub.pending) >= sub.max_inflight
-    client.subs.append(sub)
-    if sub.group is None:
-        ch.plain.append(sub)
+    attach(sub, client)
     return True

@@ -4,7 +4,7 @@ The Go server registers its ``/streaming/*`` handlers on the embedded NATS
 server's HTTP mux, so users find ``/varz``, ``/connz``, ``/subsz``... and
 ``/streaming/serverz`` on the same ``-m`` port. nss's NATS server is a child
 process, so nss owns the user's port instead: it serves its own endpoints
-(``monitor.py``, plus ``/metrics`` and ``/healthz``) and reverse-proxies
+(``endpoints.py``, plus ``/metrics`` and ``/healthz``) and reverse-proxies
 every other path to the child, whose monitoring runs on an internal
 loopback port (``EmbeddedNATS(monitor_address=...)``). With an external
 NATS (``-ns``) there is nothing to proxy: other paths are 404s.
@@ -39,12 +39,12 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from nss.log import get_logger
-from nss.server import monitor
+from nss.server.monitor import endpoints as monitor
 
 if TYPE_CHECKING:
     import ssl
 
-    from nss.server.server import StanServer
+    from nss.server.monitor.view import ServerView
 
 # How long a proxied request waits for the streaming server to be ready.
 READY_GATE = 3.0
@@ -127,7 +127,7 @@ class MonitorHTTP:
 
     def __init__(
         self,
-        server: StanServer,
+        server: ServerView,
         sock: socket.socket,
         scheme: str,
         host: str,
@@ -152,7 +152,7 @@ class MonitorHTTP:
     # ------------------------------------------------------------ lifecycle
 
     @classmethod
-    def bind(cls, server: StanServer) -> MonitorHTTP | None:
+    def bind(cls, server: ServerView) -> MonitorHTTP | None:
         """Bind the ``-m``/``-ms`` port (None when monitoring is off).
 
         Raises :class:`MonitorError` with nats-server's wording for the
@@ -337,7 +337,7 @@ class MonitorHTTP:
             # prometheus_client is imported on first use, off the loop
             import importlib
 
-            mod = await asyncio.to_thread(importlib.import_module, "nss.server.metrics")
+            mod = await asyncio.to_thread(importlib.import_module, "nss.server.monitor.metrics")
             if self._registry is None:
                 self._metrics_mod = mod
                 self._registry = mod.make_registry(self.server)

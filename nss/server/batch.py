@@ -1,0 +1,196 @@
+"""The publish batch: the per-message work of the server in one small unit.
+
+Publishes and acks accumulate here; ``commit`` makes them durable (each
+touched store flushed once), delivers, and only then sends the PubAcks. A
+failed flush acknowledges nothing: every publisher of the batch gets an
+error PubAck instead.
+
+Its inputs and outputs are plain values (subjects, guids, payload bytes,
+sequence numbers) plus the channel objects it appends to, and it reaches
+nothing of the server but what it is handed: the channel lookup, the
+deliverer, the send function and the after-publish hook. This is the unit a
+compiled hot path replaces.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from nss.pb import protocol_pb2 as pb
+from nss.server.core.model import Channel, QueueGroup, Subscription
+from nss.server.monitor.histogram import LatencyHistogram
+from nss.stores.base import StoreError
+
+ERR_MAX_PAYLOAD = "nats: maximum payload exceeded"
+
+_MsgProto = pb.MsgProto
+
+
+def encode_puback(guid: str, error: str = "") -> bytes:
+    if error:
+        return pb.PubAck(guid=guid, error=error).SerializeToString()
+    g = guid.encode()
+    n = len(g)
+    if n < 0x80:
+        return b"\x0a" + bytes((n,)) + g
+    return pb.PubAck(guid=guid).SerializeToString()
+
+
+def as_error(puback: bytes, error: str) -> bytes:
+    """The error form of a PubAck (an error one keeps its own error)."""
+    ack = pb.PubAck.FromString(puback)
+    if ack.error:
+        return puback
+    return encode_puback(ack.guid, error)
+
+
+class Delivery(Protocol):
+    """The deliverer as a batch uses it."""
+
+    def ack(self, sub: Subscription, seq: int) -> bool: ...
+
+    def deliver_channel(self, ch: Channel) -> None: ...
+
+    def deliver_sub(self, sub: Subscription) -> None: ...
+
+    def deliver_group(self, group: QueueGroup) -> None: ...
+
+
+class PublishBatch:
+    def __init__(
+        self,
+        channel_for_publish: Callable[[str], Channel],
+        deliverer: Delivery,
+        send: Callable[[str, bytes], None],
+        after_publish: Callable[[Channel], None],
+        max_payload: int,
+        log: Any,
+    ) -> None:
+        # raises StoreError or ValueError (limits, name case conflict, ...)
+        self._channel = channel_for_publish
+        self._deliverer = deliverer
+        self._send = send
+        self._after_publish = after_publish
+        self.max_payload = max_payload
+        self._log = log
+        self._touched: dict[Channel, None] = {}
+        self._pubacks: list[tuple[str, bytes]] = []
+        self._to_deliver: dict[Subscription | QueueGroup, None] = {}
+        self._acked: dict[Channel, None] = {}
+        self.batches = 0
+        self.batched_msgs = 0
+        # store flush latency, read by /metrics (nss_store_flush_seconds)
+        self.flush_latency = LatencyHistogram()
+
+    def add_publish(self, subject: str, guid: str, msg_reply: str, data: bytes, reply: str) -> None:
+        """Assign the next sequence of ``subject`` and append the message."""
+        try:
+            ch = self._channel(subject)
+        except (StoreError, ValueError) as e:
+            if reply:
+                self._pubacks.append((reply, encode_puback(guid, str(e))))
+            return
+        seq = ch.next_seq
+        ts = time.time_ns()
+        if ts < ch.last_ts:
+            ts = ch.last_ts
+        encoded = _MsgProto(
+            sequence=seq, subject=subject, reply=msg_reply, data=data, timestamp=ts
+        ).SerializeToString()
+        if len(encoded) > self.max_payload:
+            if reply:
+                self._pubacks.append((reply, encode_puback(guid, ERR_MAX_PAYLOAD)))
+            return
+        try:
+            ch.msgs.store(seq, ts, encoded)
+        except StoreError as e:
+            if reply:
+                self._pubacks.append((reply, encode_puback(guid, str(e))))
+            return
+        ch.next_seq = seq + 1
+        ch.last_ts = ts
+        self._touched[ch] = None
+        if reply:
+            self._pubacks.append((reply, encode_puback(guid)))
+
+    def add_ack(self, sub: Subscription, seq: int) -> None:
+        if self._deliverer.ack(sub, seq):
+            self._to_deliver[sub.group if sub.group is not None else sub] = None
+        # the ack record must reach the disk even when nothing else moves
+        self._acked[sub.channel] = None
+
+    def deliver_later(self, target: Subscription | QueueGroup) -> None:
+        """Deliver to this sub or group when the batch commits."""
+        self._to_deliver[target] = None
+
+    def reset(self) -> None:
+        self._touched.clear()
+        self._pubacks.clear()
+        self._to_deliver.clear()
+        self._acked.clear()
+
+    async def commit(self) -> None:
+        """Flush what the batch stored, deliver it, then acknowledge it.
+
+        A failed flush (database away, disk error) acknowledges nothing: every
+        publisher of the batch gets an error PubAck instead of silence, and
+        the store keeps what it could not write for the next flush."""
+        touched = self._touched
+        to_deliver = self._to_deliver
+        pubacks = self._pubacks
+        acked = self._acked
+        if not touched and not to_deliver and not pubacks and not acked:
+            return
+        self.batches += 1
+        self.batched_msgs += len(pubacks)
+        deliverer = self._deliverer
+        chans: list[Channel] = []
+        try:
+            if touched:
+                chans = list(touched)
+                touched.clear()
+                t0 = time.perf_counter()
+                for ch in chans:
+                    await ch.msgs.flush()
+                self.flush_latency.observe(time.perf_counter() - t0)
+                for ch in chans:
+                    self._deliver(deliverer.deliver_channel, ch)
+                    self._after_publish(ch)
+            if to_deliver:
+                targets = list(to_deliver)
+                to_deliver.clear()
+                for t in targets:
+                    if isinstance(t, QueueGroup):
+                        self._deliver(deliverer.deliver_group, t)
+                    else:
+                        self._deliver(deliverer.deliver_sub, t)
+                    chans.append(t.channel)
+            if acked:
+                chans.extend(acked)
+                acked.clear()
+            for ch in dict.fromkeys(chans):
+                await ch.subs_store.flush()
+        except StoreError as e:
+            self._log.error(f"Unable to store: {e}")
+            to_deliver.clear()
+            acked.clear()
+            self._pubacks = []
+            send = self._send
+            for reply, data in pubacks:
+                send(reply, as_error(data, str(e)))
+            return
+        if pubacks:
+            self._pubacks = []
+            send = self._send
+            for reply, data in pubacks:
+                send(reply, data)
+
+    def _deliver(self, fn: Callable[[Any], None], target: Any) -> None:
+        """A store read failing (database away) stops this delivery only; it
+        resumes with the next batch or ack that touches the subscription."""
+        try:
+            fn(target)
+        except StoreError as e:
+            self._log.error(f"Unable to deliver on {target.channel.name}: {e}")
