@@ -317,6 +317,8 @@ class Deliverer:
             m = members[i % len(members)]
             m.pending[seq] = 1.0  # long past: due at the next pass
             m.channel.subs_store.add_seq_pending(m.id, seq)
+            if seq > m.last_sent:
+                m.last_sent = seq
             if len(m.pending) >= m.max_inflight:
                 m.stalled = True
         leaving.pending.clear()

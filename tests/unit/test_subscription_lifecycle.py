@@ -236,3 +236,28 @@ def test_inactivity_left(last_activity_s_ago, max_inactivity, want):
     now = time.time_ns()
     ch.last_activity = 0 if last_activity_s_ago is None else now - int(last_activity_s_ago * 1e9)
     assert inactivity_left(ch, now) == pytest.approx(want)
+
+
+def test_queue_member_positions_as_go_reports_them():
+    ch = _channel(_store(), msgs=3)
+    a, b = Client("a", "hb"), Client("b", "hb")
+    m1 = _subscribe(ch, a, 1, qGroup="q", startPosition=pb.First).sub
+    group = m1.group
+    assert group is not None
+    m1.last_sent = group.last_sent = 3
+    m2 = _subscribe(ch, b, 2, qGroup="q", startPosition=pb.First).sub
+    assert m2.last_sent == 0  # its own position, not the group's
+    take_offline(m1, unsubscribe=False)  # held the group's last message
+    assert m2.last_sent == 3  # handed on (and stored) for recovery
+
+
+def test_offline_durable_and_shadow_keep_stalled():
+    ch = _channel(_store(), msgs=1)
+    c = Client("c1", "hb")
+    plain = _subscribe(ch, c, 1, durableName="d", maxInFlight=1).sub
+    queued = _subscribe(ch, c, 2, qGroup="q", durableName="dq", maxInFlight=1).sub
+    for s in (plain, queued):
+        s.pending = {1: 0.0}
+        s.stalled = True
+        take_offline(s, unsubscribe=False)
+        assert s.stalled and s.client is None

@@ -60,6 +60,8 @@ def _restore_sub(
     sub.last_sent = st.lastSent
     # no deadline known: the first redelivery pass uses timestamp + AckWait
     sub.pending = dict.fromkeys(sorted(pending), 0.0)
+    # offline durables and queue shadows too: monitoring reports it (Go)
+    sub.stalled = len(sub.pending) >= sub.max_inflight
     client = clients.get(st.clientID) if st.clientID else None
     if st.qGroup:
         group = ch.queues.get(st.qGroup)
@@ -89,6 +91,5 @@ def _restore_sub(
     assert client is not None
     sub.client = client
     sub.failed_hb = client.failed_hb > 0
-    sub.stalled = len(sub.pending) >= sub.max_inflight
     attach(sub, client)
     return True

@@ -150,7 +150,9 @@ def _join_queue(
     fill(sub, client, req, ack_inbox)
     sub.qgroup = gname
     sub.is_durable = bool(req.durableName)
-    sub.last_sent = group.last_sent if group is not None else _request_start(ch, req)
+    # A member joining a group starts with its own lastSent at 0, as in Go
+    # (monitoring reports it); the group's position drives delivery.
+    sub.last_sent = 0 if group is not None else _request_start(ch, req)
     _persist_new(sub)
     if group is None:
         group = QueueGroup(gname, ch, bool(req.durableName))
@@ -201,11 +203,12 @@ def take_offline(sub: Subscription, unsubscribe: bool) -> Removal:
         if group.members:
             store.delete_sub(sub.id)
             heir = group
+            _keep_group_position(sub, group)
         elif group.durable and not unsubscribe:
+            # the shadow keeps its stalled flag: monitoring reports it (Go)
             sub.saved_client_id = sub.client_id
             sub.client_id = ""
             sub.last_sent = group.last_sent
-            sub.stalled = False
             store.update_sub(sub.to_state())
             group.shadow = sub
         else:
@@ -215,8 +218,9 @@ def take_offline(sub: Subscription, unsubscribe: bool) -> Removal:
         if sub in ch.plain:
             ch.plain.remove(sub)
         if sub.is_durable and not unsubscribe:
+            # an offline durable keeps its stalled flag: monitoring reports
+            # it (Go); it is worked out again when the durable resumes
             sub.is_closed = True
-            sub.stalled = False
             store.update_sub(sub.to_state())
         else:
             store.delete_sub(sub.id)
@@ -225,6 +229,19 @@ def take_offline(sub: Subscription, unsubscribe: bool) -> Removal:
                 if ch.durables.get(key) is sub:
                     del ch.durables[key]
     return Removal(ack_sid, heir, not ch.has_active_subs())
+
+
+def _keep_group_position(leaving: Subscription, group: QueueGroup) -> None:
+    """A member that leaves a group holding the group's last sent sequence
+    hands it to the first remaining member's record, so that recovery (which
+    takes the highest lastSent of the members) starts the group where it
+    was. Not needed when that message is among the pending ones handed over:
+    the member receiving it records it as its own lastSent."""
+    if leaving.last_sent != group.last_sent or group.last_sent in leaving.pending:
+        return
+    first = group.members[0]
+    first.last_sent = group.last_sent
+    first.channel.subs_store.update_sub(first.to_state())
 
 
 def find_by_inbox(ch: Channel, inbox: str) -> Subscription | None:
