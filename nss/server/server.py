@@ -32,7 +32,7 @@ from nss.server.recovery import restore_state
 from nss.server.state import ServerState
 
 if TYPE_CHECKING:
-    from nss.server.ft import FTLoop
+    from nss.server.ft.loop import FTLoop
 from nss.server.subs import Deliverer, QueueGroup, Subscription, sendable
 from nss.stores.base import ERR_NO_SRV_BUT_CHANNELS, RecoveredState, Store, StoreError
 
@@ -208,7 +208,8 @@ class StanServer:
 
     # ================================================================ FT
     def _start_standby(self) -> None:
-        from nss.server.ft import FTLoop, jitter
+        from nss.server.ft.loop import FTLoop
+        from nss.server.ft.machine import jitter
 
         s = self.sopts
         self.ft = FTLoop(

@@ -8,8 +8,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from nss.server.ft import FTLoop
 from nss.server.ft.heartbeat import decode_heartbeat, encode_heartbeat
+from nss.server.ft.loop import FTLoop
 from nss.server.state import ServerState
 from nss.stores.base import StoreError
 

@@ -8,19 +8,10 @@ owns the lock. Every decision is one log line with a stable wording, so
 operators' alerts and the tests assert what the server decided.
 
 ``machine`` holds the policy (pure), ``loop`` the asyncio driver and
-``heartbeat`` the Go-compatible wire format.
+``heartbeat`` the Go-compatible wire format. The package itself imports
+only the latter, so importing the pure machine never pulls in the driver.
 """
 
 from nss.server.ft.heartbeat import go_time_marshal, go_time_unmarshal
-from nss.server.ft.loop import FTLoop
-from nss.server.ft.machine import LOG_ACTIVE, LOG_NO_LOCK, LOG_STANDBY, jitter
 
-__all__ = [
-    "LOG_ACTIVE",
-    "LOG_NO_LOCK",
-    "LOG_STANDBY",
-    "FTLoop",
-    "go_time_marshal",
-    "go_time_unmarshal",
-    "jitter",
-]
+__all__ = ["go_time_marshal", "go_time_unmarshal"]

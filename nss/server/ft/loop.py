@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from nss.natsconn import NatsError
 from nss.server.ft.machine import (
+    Action,
     Activate,
     ActivationFailed,
     ArmTimer,
@@ -161,7 +162,7 @@ class FTLoop:
             self._execute(action)
 
     # ------------------------------------------------------------ actions
-    def _execute(self, action: object) -> None:
+    def _execute(self, action: Action) -> None:
         match action:
             case ArmTimer(delay):
                 self._cancel_timer()

@@ -232,6 +232,9 @@ class FTConfig:
 
 @dataclass(frozen=True)
 class FTState:
+    """Everything the machine remembers between events (immutable: each
+    decision returns the next one, so a test can hold any point of a story)."""
+
     phase: Phase = Phase.IDLE
     server_state: ServerState = ServerState.FT_STANDBY
     activation_ns: int = 0
