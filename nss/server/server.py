@@ -30,10 +30,11 @@ from nss.server.ops import protocol_table
 from nss.server.ops.heartbeat import ClientHeartbeats
 from nss.server.partitions import Partition, PartitionExchange
 from nss.server.startup import StartupError
+from nss.server.state import ServerState
 from nss.stores.base import Store, StoreError
 
 if TYPE_CHECKING:
-    from nss.server.ft import FTLoop
+    from nss.server.ft.loop import FTLoop
 
 __all__ = ["StanServer", "StartupError"]
 
@@ -45,7 +46,7 @@ class StanServer:
         self.log = get_logger()
         self.server_id = next_nuid()
         self.start_time = time.time()
-        self.state = "STANDALONE"
+        self.state = ServerState.STANDALONE
         self.natsd: Any = None
         self.conn: NatsConnection = None  # type: ignore[assignment]
         self.store: Store = None  # type: ignore[assignment]
@@ -66,7 +67,6 @@ class StanServer:
         self.monitor: MonitorHTTP | None = None
         self.ft: FTLoop | None = None
         self.ft_takeovers = 0
-        self._lock_errors = 0
         # set when the store may no longer be written (lock lost): shutdown
         # then leaves the store and queued requests alone
         self.fenced = False
@@ -193,10 +193,10 @@ class StanServer:
 
     # ================================================================ FT
     def _start_standby(self) -> None:
-        from nss.server.ft import FTLoop, jitter
+        from nss.server.ft.loop import FTLoop
+        from nss.server.ft.machine import jitter
 
         s = self.sopts
-        self.state = "FT_STANDBY"
         self.ft = FTLoop(
             self.conn,
             s.cluster_id,
@@ -204,50 +204,26 @@ class StanServer:
             self.server_id,
             hb_interval=jitter(s.ft_hb_interval),
             missed_interval=jitter(s.ft_hb_missed_interval),
-            try_lock=self._ft_try_lock,
-            check_lock=self._ft_check_lock,
+            try_lock=lambda: asyncio.to_thread(self.store.get_exclusive_lock),
+            check_lock=lambda: asyncio.to_thread(self.store.check_lock),
             activate=self._ft_activate,
             fatal=self._ft_fatal,
+            on_state=self._set_state,
             log=self.log,
         )
+        # a store that finds itself deposed while writing stops us at once
+        self.store.on_lock_lost = self.ft.notice_lock_lost
         if self.monitor is not None:
             self.monitor.set_ready()
         self.ft.start()
         self.notifier.ready(f"FT_STANDBY: standing by in group {s.ft_group}")
 
-    async def _ft_try_lock(self) -> bool:
-        return await asyncio.to_thread(self.store.get_exclusive_lock)
-
-    async def _ft_check_lock(self) -> None:
-        """The active proves it still owns the store, or stops at once."""
-        from nss.server.ft import LockLost
-
-        try:
-            owned = await asyncio.to_thread(self.store.check_lock)
-        except StoreError as e:
-            # The store is unreachable (database restarting): keep serving
-            # with error PubAcks rather than abort as Go does after three
-            # failures. Nobody can write meanwhile, a contender can only
-            # steal once the owner's tick stood still past the steal window,
-            # and fencing stops this server the moment another one owns it.
-            self._lock_errors += 1
-            if self._lock_errors == 1 or self._lock_errors % 30 == 0:
-                self.log.error(f"ft: unable to check the store lock: {e}")
-            return
-        if self._lock_errors:
-            self.log.info("ft: store lock checked again, still the owner")
-        self._lock_errors = 0
-        if not owned:
-            raise LockLost("ft: lost store lock, aborting")
+    def _set_state(self, state: ServerState) -> None:
+        self.state = state
 
     async def _ft_activate(self) -> None:
-        self.state = "FT_ACTIVE"
         self.ft_takeovers += 1
-        try:
-            await self._serve()
-        except Exception as e:
-            self.state = "FAILED"
-            raise StartupError(f"ft: unable to activate: {e}") from e
+        await self._serve()
 
     def _ft_fatal(self, reason: str) -> None:
         """Lost the lock or lost to another active: stop serving and exit
@@ -334,7 +310,7 @@ class StanServer:
         ctx = self.ctx
         if ctx is not None:
             ctx.closed = ctx.expiry.closed = True
-        self.state = "SHUTDOWN"
+        self.state = ServerState.SHUTDOWN
         self.log.info("Shutting down.")
         self.notifier.stopping()
         if self.ft is not None:

@@ -28,6 +28,7 @@ replay without blocking the event loop.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nss.options import ChannelLimits, StoreLimits
@@ -169,6 +170,9 @@ class ChannelStore:
 
 class Store(ABC):
     name: str = ""
+    # FT: called (from any thread) the first time a store that fences its
+    # writes finds another server owns it; the server stops at once.
+    on_lock_lost: Callable[[], None] | None = None
 
     def __init__(self, limits: StoreLimits) -> None:
         self.limits = limits.clone()
@@ -184,10 +188,12 @@ class Store(ABC):
     def check_lock(self) -> bool:
         """FT: refresh the lease of a lock returned by ``get_exclusive_lock``.
 
-        The FT loop of the active server calls it every second (from a
-        thread). True: still the owner. False: another server took the lock,
-        this one must stop serving at once. StoreError: could not check
-        (after 3 consecutive errors the caller must stop as well)."""
+        The FT loop of the active server calls it every heartbeat interval
+        (from a thread). True: still the owner. False: another server took
+        the lock, this one must stop serving at once. StoreError: could not
+        check; the FT machine keeps serving and reports it (see
+        ``nss.server.ft.machine``: a store that fences its writes needs no
+        abort after a few errors)."""
         raise StoreError("not supported")
 
     @abstractmethod

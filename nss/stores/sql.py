@@ -53,9 +53,9 @@ event loop for every publish or ack would stall everything. So:
   (an UPDATE of that row) waits for an in-progress commit, and any commit
   attempted after the steal sees the new owner: a deposed active server can
   never commit. ``get_exclusive_lock``/``check_lock`` implement the Go
-  StoreLock protocol (stores.md §4.10) for the FT loop; ``on_lock_lost``, if
-  set, is called (from whichever thread noticed) the first time the store
-  finds itself deposed.
+  StoreLock protocol (stores.md §4.10) for the FT loop; ``on_lock_lost`` (the
+  server sets it in FT mode) is called, from whichever thread noticed, the
+  first time the store finds itself deposed, so the server stops at once.
 
 ``no_caching`` keeps the Go row shapes of that mode (one ``SubsPending`` row
 per pending message, ``Subscriptions.lastsent`` on acks, one INSERT per
@@ -130,7 +130,6 @@ IDLE_FLUSH_DELAY = 0.2
 LOCK_UPDATE_INTERVAL = 1.0
 # How often a contender re-reads a foreign owner's tick while it waits.
 LOCK_CHECK_PERIOD = 0.5
-LOCK_LOST_COUNT = 3
 # bulk_insert_limit below this keeps the default insert method (as in Go)
 MIN_BULK_INSERT_LIMIT = 5
 
@@ -1668,9 +1667,10 @@ class SQLStore(Store):
         True: still the owner. False: another server owns the row: this one
         must stop at once (Go panics "lost store lock, aborting"); the store
         is fenced from then on. StoreError: the database could not be
-        reached; after LOCK_LOST_COUNT consecutive errors the caller must
-        give up too (a standby may steal the lock after ~4.5 s without a
-        tick). Blocking: call it from a thread."""
+        reached; unlike Go (which aborts after three), the FT machine keeps
+        serving: a standby may steal the lock once the tick stands still,
+        and fencing then keeps this store from committing anything.
+        Blocking: call it from a thread."""
         if not self.is_lock_owner:
             return False
         try:

@@ -1,58 +1,27 @@
-"""Active/standby on a shared FILE store, with real processes and SIGKILL."""
+"""FT on a shared FILE store: what its POSIX lock (held until the process
+dies, checked by the active) means for a group."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+from pathlib import Path
+from typing import Any
 
-from procs import READY_LINE
+import pytest
+from procs import READY_LINE, NssProcess
 from stanclient import StanClient
 
 from nss.pb import protocol_pb2 as pb
 
-FAST = ("--ft_hb_interval", "100ms", "--ft_hb_missed_interval", "250ms")
+pytestmark = pytest.mark.parametrize("backend", ["FILE"], indirect=True)
 
 
-async def test_standby_takes_over_after_sigkill(ft_member) -> None:
-    a = ft_member(*FAST)
-    a.wait_for_line("Starting in standby mode")
-    a.wait_for_line("Server is active")
-    a.wait_for_line(READY_LINE)
-    b = ft_member(*FAST)
-    b.wait_for_line("Starting in standby mode")
-
-    c = await StanClient.connect(ft_member.nats.url, "client", ping_interval=1)
-    sub = await c.subscribe(
-        "orders", durable="d", start=pb.First, manual_acks=True, ack_wait=1
-    )
-    for i in range(20):
-        await c.publish("orders", b"%d" % i)
-    for m in await sub.take(20):
-        if m.sequence <= 10:
-            await sub.ack(m)
-    await c.nc.flush()
-    await asyncio.sleep(0.05)  # let the server take the acks before the kill
-    assert "Server is active" not in b.log_text()
-
-    a.stop(signal.SIGKILL)
-    b.wait_for_line("Server is active", timeout=10)
-    b.wait_for_line(READY_LINE, timeout=10)
-
-    # same connection, same subjects: the new active knows the client
-    await c.publish("orders", b"after")
-    got = await sub.take(11, timeout=10)
-    redelivered = sorted(m.sequence for m in got if m.redelivered)
-    assert redelivered == list(range(11, 21))
-    assert [m.data for m in got if not m.redelivered] == [b"after"]
-    assert await c.ping() == ""
-    await c.close()
-
-
-async def test_standby_is_silent_and_never_locks_a_held_store(ft_member) -> None:
-    a = ft_member(*FAST)
-    a.wait_for_line(READY_LINE)
-    b = ft_member(*FAST)
-    b.wait_for_line("Starting in standby mode")
+async def test_standby_is_silent_and_never_locks_a_held_store(
+    group: Any, pair: tuple[NssProcess, NssProcess]
+) -> None:
+    a, b = pair
     # a frozen active keeps its POSIX lock: the standby must not take over
     a.proc.send_signal(signal.SIGSTOP)
     try:
@@ -60,44 +29,19 @@ async def test_standby_is_silent_and_never_locks_a_held_store(ft_member) -> None
         assert "Server is active" not in b.log_text()
     finally:
         a.proc.send_signal(signal.SIGCONT)
-    c = await StanClient.connect(ft_member.nats.url, "still-a")
+    c = await StanClient.connect(group.nats.url, "still-a")
     await c.publish("x", b"1")
     await c.close()
 
 
-async def test_graceful_stop_hands_over(ft_member) -> None:
-    a = ft_member(*FAST)
-    a.wait_for_line(READY_LINE)
-    b = ft_member(*FAST)
-    b.wait_for_line("Starting in standby mode")
-    c = await StanClient.connect(ft_member.nats.url, "c1")
-    await c.publish("x", b"kept")
-    await c.close()
-    assert a.stop(signal.SIGTERM) == 0
-    b.wait_for_line(READY_LINE, timeout=10)
-    c = await StanClient.connect(ft_member.nats.url, "c2")
-    sub = await c.subscribe("x", start=pb.First)
-    assert (await sub.next()).data == b"kept"
-    await c.close()
-
-
-def test_memory_store_is_refused_in_ft_mode(ft_member) -> None:
-    p = ft_member(store=("-store", "memory"))
-    p.wait_for_line("ft: only FILE or SQL stores supported in FT mode")
-    assert p.proc.wait(10) == 1
-
-
-async def test_active_exits_without_writing_when_its_lock_file_is_replaced(ft_member) -> None:
+async def test_active_exits_without_writing_when_its_lock_file_is_replaced(group: Any) -> None:
     """Someone replaced .rootdir.lck (another host could now lock the new
     file): the active must stop at once, exit non-zero and write nothing."""
-    import os
-    from pathlib import Path
-
-    a = ft_member(*FAST)
+    a = group()
     a.wait_for_line(READY_LINE)
-    c = await StanClient.connect(ft_member.nats.url, "w")
+    c = await StanClient.connect(group.nats.url, "w")
     await c.publish("x", b"before")
-    root = Path(ft_member.dir)
+    root = Path(group.backend.dir)
     lock = root / ".rootdir.lck"
     lock.unlink()
     lock.write_bytes(b"")
@@ -113,18 +57,18 @@ async def test_active_exits_without_writing_when_its_lock_file_is_replaced(ft_me
     await c.drop()
 
 
-async def test_partitioning_with_ft(ft_member, tmp_path) -> None:
+async def test_partitioning_with_ft(group: Any, tmp_path: Path) -> None:
     """Each FT group serves one partition: the channel-list exchange runs on
     the active only, so its own standby never conflicts with it."""
     conf = tmp_path / "part.conf"
     conf.write_text(
         'streaming { partitioning: true, store_limits { channels { "orders.>": {} } } }\n'
     )
-    a = ft_member(*FAST, "-sc", str(conf))
+    a = group("-sc", str(conf))
     a.wait_for_line(READY_LINE)
-    b = ft_member(*FAST, "-sc", str(conf))
+    b = group("-sc", str(conf))
     b.wait_for_line("Starting in standby mode")
-    c = await StanClient.connect(ft_member.nats.url, "p", ping_interval=1)
+    c = await StanClient.connect(group.nats.url, "p", ping_interval=1)
     await c.publish("orders.1", b"x")
     a.stop(signal.SIGKILL)
     b.wait_for_line(READY_LINE, timeout=10)

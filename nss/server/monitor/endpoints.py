@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nss.options import VERSION
+from nss.server.state import ServerState
 from nss.stores.base import StoreError
 from nss.units import go_quote
 
@@ -51,7 +52,9 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
 
 # States whose server answers clients (the rest make /healthz fail).
-_SERVING_STATES = frozenset({"STANDALONE", "FT_ACTIVE", "CLUSTERED"})
+_SERVING_STATES = frozenset(
+    {ServerState.STANDALONE, ServerState.FT_ACTIVE, ServerState.CLUSTERED}
+)
 
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _INT64_MAX = (1 << 63) - 1
@@ -497,7 +500,7 @@ def channelsz(server: ServerView, query: Mapping[str, str], now_ns: int) -> Repl
 def is_ft_active(server: ServerView) -> Reply:
     """200 with an empty body in FT active state, else 204 (no Content-Type:
     Go only calls WriteHeader)."""
-    return Reply(200 if server.state == "FT_ACTIVE" else 204)
+    return Reply(200 if server.state == ServerState.FT_ACTIVE else 204)
 
 
 def health_error(server: ServerView, ready: bool) -> str:
@@ -507,9 +510,9 @@ def health_error(server: ServerView, ready: bool) -> str:
     FT active server only and notice a server that lost its NATS server.
     """
     state = server.state
-    if state == "SHUTDOWN":
+    if state == ServerState.SHUTDOWN:
         return "server is shutting down"
-    if state == "FT_STANDBY":
+    if state == ServerState.FT_STANDBY:
         return "server is in FT standby mode"
     if state not in _SERVING_STATES:
         return f"server state is {state}"

@@ -36,6 +36,7 @@ from prometheus_client.utils import floatToGoString
 from nss.options import VERSION
 from nss.server.monitor import endpoints as monitor
 from nss.server.monitor.histogram import LatencyHistogram
+from nss.server.state import ServerState
 from nss.stores.base import StoreError
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 # Every state /streaming/serverz can report: a one-hot gauge over all of
 # them lets alerts match on a value instead of on a label appearing.
-STATES = ("STANDALONE", "FT_ACTIVE", "FT_STANDBY", "FAILED", "SHUTDOWN", "CLUSTERED")
+STATES = tuple(ServerState)
 
 _SUB_LABELS = ["channel", "client_id", "inbox", "queue_name", "is_durable", "is_offline"]
 
