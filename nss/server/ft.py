@@ -23,7 +23,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from nss.natsconn import NatsConnection, NatsError
+from nss.nats.connection import NatsConnection, NatsError
 from nss.pb import spb_pb2 as spb
 
 # seconds between 0001-01-01 and 1970-01-01, as Go's time encoding counts

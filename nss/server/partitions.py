@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from google.protobuf.message import DecodeError
 
-from nss.natsconn import NatsConnection
+from nss.nats.connection import NatsConnection
 from nss.nuid import new_inbox
 from nss.pb import spb_pb2 as spb
 from nss.stores.limits import Sublist

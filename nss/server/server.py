@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.message import DecodeError
 
 from nss.log import get_logger
-from nss.natsconn import ConnectOptions, NatsConnection, NatsError, NoRespondersError
+from nss.nats.connection import ConnectOptions, NatsConnection, NatsError, NoRespondersError
 from nss.nuid import next_nuid
 from nss.options import ChannelLimits, Options
 from nss.pb import protocol_pb2 as pb

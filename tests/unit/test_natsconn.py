@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from nss.natsconn import (
+from nss.nats.connection import (
     ConnectOptions,
     MaxPayloadError,
     NatsConnection,
@@ -51,7 +51,7 @@ def test_parser_handles_any_split(chunk: int) -> None:
     assert got == EXPECTED
     assert written == [b"PONG\r\n"]
     assert conn.server_info["max_payload"] == 2048
-    assert not conn._rbuf
+    assert not conn._parser.pending
 
 
 def test_callback_error_does_not_break_parsing() -> None:
