@@ -1,4 +1,5 @@
-"""Channels: name rules, the registry, and per-channel subscription indexes."""
+"""Channels: the registry and per-channel subscription indexes (the name
+rules are in ``nss.subjects``)."""
 
 from __future__ import annotations
 
@@ -12,24 +13,6 @@ if TYPE_CHECKING:
     from nss.server.subs import QueueGroup, Subscription
 
 ERR_CHANNEL_BEING_DELETED = "stan: channel is being deleted"
-
-
-def valid_channel(name: str, wildcards: bool = False) -> bool:
-    """The Go server's channel-name rule (protocol.md §10.1).
-
-    Stricter than "no wildcards": no empty tokens and no '/', because the FILE
-    store makes a directory of every channel name."""
-    if not name or name[0] == "." or name[-1] == "." or "/" in name or ".." in name:
-        return False
-    if not wildcards:
-        return "*" not in name and ">" not in name
-    tokens = name.split(".")
-    for i, t in enumerate(tokens):
-        if ("*" in t or ">" in t) and len(t) > 1:
-            return False
-        if t == ">" and i != len(tokens) - 1:
-            return False
-    return True
 
 
 class Channel:

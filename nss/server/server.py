@@ -23,7 +23,7 @@ from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.pb.wire import go_decodes
 from nss.sdnotify import Notifier
-from nss.server.channels import Channel, ChannelRegistry, valid_channel
+from nss.server.channels import Channel, ChannelRegistry
 from nss.server.clients import Client, ClientRegistry, valid_client_id
 from nss.server.io import IOPath, encode_puback
 from nss.server.monitor_http import MonitorHTTP
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from nss.server.ft import FTLoop
 from nss.server.subs import Deliverer, QueueGroup, Subscription, sendable
 from nss.stores.base import ERR_NO_SRV_BUT_CHANNELS, RecoveredState, Store, StoreError
+from nss.subjects import valid_channel
 
 ERR_INVALID_CONN_REQ = "stan: invalid connection request"
 ERR_INVALID_CLIENT_ID = (
