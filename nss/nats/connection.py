@@ -338,7 +338,7 @@ class NatsConnection:
             except (TimeoutError, OSError, ssl.SSLError):
                 pass
 
-    # ------------------------------------------------------------ parsing
+    # ------------------------------------------------------------ from the parser
     def _on_data(self, data: bytes) -> None:
         """Hand what one read returned to the parser."""
         self._parser.feed(data)

@@ -93,3 +93,11 @@ def test_publish_over_max_payload_is_refused() -> None:
     conn.max_payload = 10
     with pytest.raises(MaxPayloadError):
         conn.publish("foo", b"x" * 11)
+
+
+def test_server_errors_reach_the_log_as_they_came() -> None:
+    conn, _, _ = make_conn()
+    errors: list[str] = []
+    conn._on_error = errors.append
+    conn._on_data(b"-ERR 'Stale Connection'\r\n")
+    assert errors == ["NATS server: -ERR 'Stale Connection'"]
