@@ -31,7 +31,8 @@ from typing import Any
 
 from nss.config import ConfigError, Value, go_kind, go_value_str, parse_file_located
 from nss.options import ChannelLimits, Options
-from nss.stores.limits import go_quote, is_channel_name_literal, is_channel_name_valid
+from nss.stores.limits import go_quote
+from nss.subjects import is_channel_name_literal, is_channel_name_valid
 from nss.units import parse_duration_ns
 
 __all__ = ["NATS_TOP_LEVEL_KEYS", "UnknownKey", "apply_streaming_config", "streaming_section"]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nss.log import get_logger
-from nss.natsconn import MaxPayloadError
+from nss.nats.connection import MaxPayloadError
 from nss.server.core.model import Channel, QueueGroup, Subscription
 
 if TYPE_CHECKING:

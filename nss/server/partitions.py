@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from google.protobuf.message import DecodeError
 
-from nss.natsconn import NatsConnection
+from nss.nats.connection import NatsConnection
 from nss.nuid import new_inbox
 from nss.pb import spb_pb2 as spb
-from nss.stores.limits import Sublist
+from nss.subjects import Sublist
 
 ERR_NO_CHANNEL = "stan: no configured channel"
 # Replies are awaited until this long passes without one (§3).

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nss.log import get_logger
-from nss.natsconn import NatsConnection, NatsError
+from nss.nats.connection import NatsConnection, NatsError
 from nss.nuid import next_nuid
 from nss.options import Options
 from nss.pb import spb_pb2 as spb

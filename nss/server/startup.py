@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from nss.natsconn import ConnectOptions, NatsConnection, NatsError, NoRespondersError
+from nss.nats.connection import ConnectOptions, NatsConnection, NatsError, NoRespondersError
 from nss.nuid import next_nuid
 from nss.options import ChannelLimits, Options, StreamingOptions
 from nss.pb import protocol_pb2 as pb

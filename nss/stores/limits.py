@@ -3,13 +3,10 @@
 Per-channel entries may be literal channel names or wildcard patterns, and
 an entry's omitted (0) fields are inherited from the next wider matching
 entry.  Which entry counts as "wider" is defined by the Go server's subject
-trie (``util/sublist.go``): the order in which ``Subjects()`` lists entries
-and ``Match()`` returns them decides every parent, including the surprising
-ones of the worked example (``foo.>`` inherits from ``*.*``).  To resolve
-limits exactly like Go we therefore reproduce that trie and its two queries
-verbatim instead of computing a "most specific pattern" ourselves; sibling
-literal tokens are visited in insertion order where Go uses (random) map
-order.
+trie (``util/sublist.go``, reproduced in ``nss.subjects``): the order in
+which ``Subjects()`` lists entries and ``Match()`` returns them decides every
+parent, including the surprising ones of the worked example (``foo.>``
+inherits from ``*.*``).
 
 Representation: in ``StoreLimits`` (as the configuration produced it), a
 per-channel field is 0 to inherit and negative for unlimited; after
@@ -22,179 +19,20 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
 
 from nss.options import ChannelLimits, StoreLimits
+from nss.subjects import Sublist, is_channel_name_literal, is_channel_name_valid
 from nss.units import format_duration, go_quote
 
 __all__ = [
     "ResolvedLimits",
-    "Sublist",
     "build",
     "go_quote",
     "invalidate",
-    "is_channel_name_literal",
-    "is_channel_name_valid",
     "lookup",
     "resolved",
     "validate",
 ]
-
-T = TypeVar("T")
-
-
-# ---------------------------------------------------------------------------
-# Channel names (util.IsChannelNameValid / IsChannelNameLiteral)
-
-
-def is_channel_name_valid(name: str, wildcards_allowed: bool = True) -> bool:
-    """Go's ``util.IsChannelNameValid``.
-
-    Invalid: empty, containing ``/``, a ``.`` first or last or doubled; and
-    either any wildcard (when not allowed) or a ``*``/``>`` that is not a
-    whole token, or a ``>`` that is not the last token.
-    """
-    if not name or name[0] == ".":
-        return False
-    last = len(name) - 1
-    for i, c in enumerate(name):
-        if c == "/":
-            return False
-        if c == "." and (i == last or name[i + 1] == "."):
-            return False
-        if c in "*>":
-            if not wildcards_allowed:
-                return False
-            if i > 0 and name[i - 1] != ".":
-                return False
-            if c == ">" and i != last:
-                return False
-            if i < last and name[i + 1] != ".":
-                return False
-    return True
-
-
-def is_channel_name_literal(name: str) -> bool:
-    """True when ``name`` (assumed valid) holds no wildcard."""
-    return "*" not in name and ">" not in name
-
-
-# ---------------------------------------------------------------------------
-# Subject trie
-
-
-class _Node(Generic[T]):
-    __slots__ = ("elements", "next")
-
-    def __init__(self) -> None:
-        self.next: _Level[T] = _Level()
-        self.elements: list[T] = []
-
-
-class _Level(Generic[T]):
-    __slots__ = ("fwc", "nodes", "pwc")
-
-    def __init__(self) -> None:
-        self.nodes: dict[str, _Node[T]] = {}
-        self.pwc: _Node[T] | None = None
-        self.fwc: _Node[T] | None = None
-
-    def num_nodes(self) -> int:
-        return len(self.nodes) + (self.pwc is not None) + (self.fwc is not None)
-
-
-class Sublist(Generic[T]):
-    """The streaming server's ``util.Sublist`` (insert, Match, Subjects).
-
-    Only what limit resolution needs; results follow the Go code's order
-    exactly, which is what makes inheritance match the Go server.
-    """
-
-    def __init__(self) -> None:
-        self._root: _Level[T] = _Level()
-
-    def insert(self, subject: str, element: T) -> None:
-        """Add ``element`` under ``subject`` (a literal or a pattern)."""
-        level = self._root
-        node: _Node[T] | None = None
-        seen_fwc = False
-        for tok in subject.split("."):
-            if not tok or seen_fwc:
-                raise ValueError("sublist: invalid subject")
-            if tok[0] == "*":
-                node = level.pwc
-                if node is None:
-                    node = level.pwc = _Node()
-            elif tok[0] == ">":
-                seen_fwc = True
-                node = level.fwc
-                if node is None:
-                    node = level.fwc = _Node()
-            else:
-                node = level.nodes.get(tok)
-                if node is None:
-                    node = level.nodes[tok] = _Node()
-            level = node.next
-        assert node is not None
-        node.elements.append(element)
-
-    def match(self, subject: str) -> list[T]:
-        """Go's ``Match``: ``subject`` is read as literal tokens (a ``*`` or
-        ``>`` in it only meets the same-named literal node, and is itself
-        matched by wildcards).  At each level: the ``>`` entries, then
-        recursively everything reached through ``*``, then descend into the
-        literal token; after the last token the last level's ``*`` entries
-        and then the literal node's entries."""
-        results: list[T] = []
-        _match_level(self._root, subject.split("."), results)
-        return results
-
-    def subjects(self) -> list[str]:
-        """Go's ``Subjects``: level by level, ``>`` then ``*`` (and below it)
-        then each literal token (and below it), i.e. widest first."""
-        out: list[str] = []
-        _get_subjects(self._root, "", out)
-        return out
-
-
-def _match_level(level: _Level[T] | None, toks: list[str], results: list[T]) -> None:
-    pwc: _Node[T] | None = None
-    node: _Node[T] | None = None
-    for i, tok in enumerate(toks):
-        if level is None:
-            return
-        if level.fwc is not None:
-            results.extend(level.fwc.elements)
-        pwc = level.pwc
-        if pwc is not None:
-            _match_level(pwc.next, toks[i + 1 :], results)
-        node = level.nodes.get(tok)
-        level = node.next if node is not None else None
-    if pwc is not None:
-        results.extend(pwc.elements)
-    if node is not None:
-        results.extend(node.elements)
-
-
-def _get_subjects(level: _Level[T], prefix: str, out: list[str]) -> None:
-    if level.num_nodes() == 0:
-        return
-
-    def join(tok: str) -> str:
-        return f"{prefix}.{tok}" if prefix else tok
-
-    if level.fwc is not None:
-        out.append(join(">"))
-    if level.pwc is not None:
-        subject = join("*")
-        if level.pwc.elements:
-            out.append(subject)
-        _get_subjects(level.pwc.next, subject, out)
-    for tok, node in level.nodes.items():
-        subject = join(tok)
-        if node.elements:
-            out.append(subject)
-        _get_subjects(node.next, subject, out)
 
 
 # ---------------------------------------------------------------------------

@@ -11,16 +11,14 @@ from nss.options import ChannelLimits, StoreLimits
 from nss.stores import limits as lim
 from nss.stores.base import effective_limits
 from nss.stores.limits import (
-    Sublist,
     build,
     go_quote,
     invalidate,
-    is_channel_name_literal,
-    is_channel_name_valid,
     lookup,
     resolved,
     validate,
 )
+from nss.subjects import Sublist, is_channel_name_literal, is_channel_name_valid
 
 WORKED = [">", "foo.>", "foo.*", "foo.bar", "*.bar", "foo.*.baz", "foo.bar.baz", "*.*"]
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from nss.natsconn import (
+from nss.nats.connection import (
     ConnectOptions,
     MaxPayloadError,
     NatsConnection,
@@ -51,7 +51,7 @@ def test_parser_handles_any_split(chunk: int) -> None:
     assert got == EXPECTED
     assert written == [b"PONG\r\n"]
     assert conn.server_info["max_payload"] == 2048
-    assert not conn._rbuf
+    assert not conn._parser.pending
 
 
 def test_callback_error_does_not_break_parsing() -> None:
@@ -93,3 +93,11 @@ def test_publish_over_max_payload_is_refused() -> None:
     conn.max_payload = 10
     with pytest.raises(MaxPayloadError):
         conn.publish("foo", b"x" * 11)
+
+
+def test_server_errors_reach_the_log_as_they_came() -> None:
+    conn, _, _ = make_conn()
+    errors: list[str] = []
+    conn._on_error = errors.append
+    conn._on_data(b"-ERR 'Stale Connection'\r\n")
+    assert errors == ["NATS server: -ERR 'Stale Connection'"]

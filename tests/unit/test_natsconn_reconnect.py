@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from nss.natsconn import ConnectOptions, NatsConnection, ServerAddr
+from nss.nats.connection import ConnectOptions, NatsConnection, ServerAddr
 
 
 class FakeNats:
@@ -35,6 +35,12 @@ class FakeNats:
             if line.startswith(b"PING"):
                 w.write(b"PONG\r\n")
         w.close()
+
+    def send(self, data: bytes) -> None:
+        """Write raw protocol bytes to every connected client."""
+        for w in self._writers:
+            if not w.is_closing():
+                w.write(data)
 
     async def kill(self) -> None:
         self.server.close()
@@ -72,3 +78,24 @@ async def test_fails_over_at_once_to_a_discovered_peer() -> None:
     finally:
         await conn.close()
         await b.kill()
+
+
+async def test_protocol_garbage_is_reported_and_the_connection_recovers() -> None:
+    """A stream the parser cannot read is a broken connection, as in nats.go:
+    say so and reconnect, instead of a reader that dies and a connection that
+    still claims to be up."""
+    srv = await FakeNats().start()
+    errors: list[str] = []
+    reconnected = asyncio.Event()
+    opts = ConnectOptions(servers=[f"nats://127.0.0.1:{srv.port}"], reconnect_wait=0.05)
+    conn = NatsConnection(opts, on_reconnect=reconnected.set, on_error=errors.append)
+    await conn.connect()
+    try:
+        srv.send(b"MSG foo\r\n")
+        await asyncio.wait_for(reconnected.wait(), 5)
+        assert srv.accepted == 2
+        assert any("protocol error" in e and "MSG foo" in e for e in errors), errors
+        await conn.flush(2)
+    finally:
+        await conn.close()
+        await srv.kill()

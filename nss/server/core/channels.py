@@ -1,4 +1,5 @@
-"""Channels: the name rule and the registry (unique names, case conflicts)."""
+"""Channels: the registry (unique names, case conflicts); the name rules
+are in ``nss.subjects``."""
 
 from __future__ import annotations
 
@@ -7,24 +8,6 @@ from nss.stores.base import Store
 from nss.units import go_quote
 
 ERR_CHANNEL_BEING_DELETED = "stan: channel is being deleted"
-
-
-def valid_channel(name: str, wildcards: bool = False) -> bool:
-    """The Go server's channel-name rule (protocol.md §10.1).
-
-    Stricter than "no wildcards": no empty tokens and no '/', because the FILE
-    store makes a directory of every channel name."""
-    if not name or name[0] == "." or name[-1] == "." or "/" in name or ".." in name:
-        return False
-    if not wildcards:
-        return "*" not in name and ">" not in name
-    tokens = name.split(".")
-    for i, t in enumerate(tokens):
-        if ("*" in t or ">" in t) and len(t) > 1:
-            return False
-        if t == ">" and i != len(tokens) - 1:
-            return False
-    return True
 
 
 class ChannelRegistry:

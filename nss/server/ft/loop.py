@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
-from nss.natsconn import NatsError
+from nss.nats.connection import NatsError
 from nss.server.ft.machine import (
     Action,
     Activate,

@@ -9,7 +9,7 @@ import asyncio
 
 from google.protobuf.message import DecodeError
 
-from nss.natsconn import NatsError, NoRespondersError
+from nss.nats.connection import NatsError, NoRespondersError
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.pb.wire import go_decode

@@ -7,7 +7,7 @@ import asyncio
 
 from google.protobuf.message import DecodeError
 
-from nss.natsconn import NatsError
+from nss.nats.connection import NatsError
 from nss.pb import protocol_pb2 as pb
 from nss.pb.wire import go_decode
 from nss.server.context import ServerContext

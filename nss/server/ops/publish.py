@@ -12,7 +12,7 @@ from nss.pb import spb_pb2 as spb
 from nss.pb.wire import go_decodes
 from nss.server.batch import encode_puback
 from nss.server.context import ServerContext
-from nss.server.core.channels import valid_channel
+from nss.subjects import valid_channel
 from nss.server.ops.errors import ERR_INVALID_PUB_REQ
 
 _PUBMSG_DESC = pb.PubMsg.DESCRIPTOR

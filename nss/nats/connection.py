@@ -8,6 +8,7 @@ machinery would cap throughput well below the goal. Here messages are parsed
 in bulk from each socket read and handed to plain synchronous callbacks, and
 everything published during one event-loop turn goes out in a single write.
 
+The parsing itself is ``nss.nats.parser``; this is the socket around it.
 Semantics follow what the Go server asks of its connections: reconnect
 forever with a 250 ms wait, no buffering of publishes while disconnected,
 and NATS "no responders" (status 503) surfaced to requesters so that a probe
@@ -24,7 +25,27 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from nss.nats.errors import (
+    MaxPayloadError,
+    NatsError,
+    NoRespondersError,
+    NotConnectedError,
+    ProtocolError,
+)
+from nss.nats.parser import Parser
 from nss.nuid import NUID
+
+__all__ = [
+    "ConnectOptions",
+    "MaxPayloadError",
+    "MsgCallback",
+    "NatsConnection",
+    "NatsError",
+    "NoRespondersError",
+    "NotConnectedError",
+    "ProtocolError",
+    "ServerAddr",
+]
 
 MsgCallback = Callable[[str, str, bytes], None]
 
@@ -32,22 +53,6 @@ _CRLF = b"\r\n"
 _PING = b"PING\r\n"
 _PONG = b"PONG\r\n"
 _READ_SIZE = 256 * 1024
-
-
-class NatsError(Exception):
-    pass
-
-
-class NoRespondersError(NatsError):
-    """The NATS server said nobody listens on the request subject."""
-
-
-class NotConnectedError(NatsError):
-    pass
-
-
-class MaxPayloadError(NatsError):
-    pass
 
 
 @dataclass
@@ -137,8 +142,14 @@ class NatsConnection:
         self.on_discovered: Callable[[], None] | None = None
         self._cur = 0  # index in _addrs of the server connected to
         self._last_try: dict[int, float] = {}  # index -> loop time of last attempt
-        # an incomplete tail of the last read, parsed again with the next one
-        self._rbuf = bytearray()
+        self._parser = Parser(
+            on_msg=self._on_msg,
+            on_hmsg=self._on_hmsg,
+            on_ping=self._on_ping,
+            on_pong=self._on_pong,
+            on_info=self._on_info,
+            on_err=self._on_err,
+        )
 
     # ------------------------------------------------------------ connect
     async def connect(self) -> None:
@@ -209,7 +220,7 @@ class NatsConnection:
         self.max_payload = int(info.get("max_payload", self.max_payload))
         self._reader, self._writer = reader, writer
         self.connected = True
-        self._rbuf.clear()
+        self._parser.reset()
         # re-establish subscriptions (reconnect) before anything else is sent
         out = bytearray()
         for sub in self._subs.values():
@@ -224,12 +235,17 @@ class NatsConnection:
     async def _read_loop(self) -> None:
         reader = self._reader
         assert reader is not None
+        feed = self._parser.feed
         try:
             while True:
                 data = await reader.read(_READ_SIZE)
                 if not data:
                     break
-                self._on_data(data)
+                feed(data)
+        except ProtocolError as e:
+            # as nats.go: the stream cannot be trusted any more, start over
+            if self._on_error:
+                self._on_error(f"NATS protocol error, reconnecting: {e}")
         except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except asyncio.CancelledError:
@@ -322,93 +338,48 @@ class NatsConnection:
             except (TimeoutError, OSError, ssl.SSLError):
                 pass
 
-    # ------------------------------------------------------------ parsing
+    # ------------------------------------------------------------ from the parser
     def _on_data(self, data: bytes) -> None:
-        """Parse every complete protocol line and message in what arrived.
+        """Hand what one read returned to the parser."""
+        self._parser.feed(data)
 
-        An incomplete tail is kept and parsed again with the next read; a
-        MSG whose payload has not fully arrived is re-parsed from its header
-        line, which is cheaper than carrying parser state between reads."""
-        if self._rbuf:
-            self._rbuf += data
-            buf = bytes(self._rbuf)
-            self._rbuf.clear()
-        else:
-            buf = data
-        pos = 0
-        n = len(buf)
-        find = buf.find
-        subs = self._subs
-        while pos < n:
-            i = find(_CRLF, pos)
-            if i < 0:
-                break
-            c = buf[pos]
-            if c == 77:  # MSG <subject> <sid> [reply] <size>
-                parts = buf[pos + 4 : i].split()
-                start = i + 2
-                end = start + int(parts[-1])
-                if end + 2 > n:
-                    break
-                sub = subs.get(int(parts[1]))
-                pos = end + 2
-                if sub is not None:
-                    try:
-                        sub.cb(
-                            parts[0].decode(),
-                            parts[2].decode() if len(parts) == 4 else "",
-                            buf[start:end],
-                        )
-                    except Exception as e:  # never let a callback break the parser
-                        self._callback_failed(parts[0], e)
-            elif c == 72:  # HMSG <subject> <sid> [reply] <hdr size> <total size>
-                parts = buf[pos + 5 : i].split()
-                start = i + 2
-                hdr_end = start + int(parts[-2])
-                end = start + int(parts[-1])
-                if end + 2 > n:
-                    break
-                sid = int(parts[1])
-                sub = subs.get(sid)
-                pos = end + 2
-                if sub is None:
-                    continue
-                subject = parts[0].decode()
-                if sid == self._resp_sid:
-                    self._on_response_status(subject, buf[start:hdr_end], buf[hdr_end:end])
-                    continue
-                try:
-                    sub.cb(
-                        subject,
-                        parts[2].decode() if len(parts) == 5 else "",
-                        buf[hdr_end:end],
-                    )
-                except Exception as e:
-                    self._callback_failed(parts[0], e)
+    def _on_msg(self, sid: int, subject: bytes, reply: bytes, payload: bytes) -> None:
+        sub = self._subs.get(sid)
+        if sub is not None:
+            try:
+                sub.cb(subject.decode(), reply.decode() if reply else "", payload)
+            except Exception as e:  # never let a callback break the parser
+                self._callback_failed(subject, e)
+
+    def _on_hmsg(self, sid: int, subject: bytes, reply: bytes, hdr: bytes, payload: bytes) -> None:
+        sub = self._subs.get(sid)
+        if sub is None:
+            return
+        try:
+            if sid == self._resp_sid:
+                self._on_response_status(subject.decode(), hdr, payload)
             else:
-                line = buf[pos:i]
-                pos = i + 2
-                if line.startswith(b"PING"):
-                    self._write(_PONG)
-                elif line.startswith(b"PONG"):
-                    if self._pongs:
-                        f = self._pongs.pop(0)
-                        if not f.done():
-                            f.set_result(None)
-                elif line.startswith(b"INFO"):
-                    try:
-                        info = json.loads(line[5:])
-                    except ValueError:
-                        info = {}
-                    self.server_info.update(info)
-                    if self._learn_servers(info) and self.on_discovered is not None:
-                        self.on_discovered()
-                elif line.startswith(b"-ERR"):
-                    if self._on_error:
-                        self._on_error("NATS server: " + line.decode(errors="replace"))
-                # +OK ignored
-        if pos < n:
-            self._rbuf += buf[pos:]
+                sub.cb(subject.decode(), reply.decode() if reply else "", payload)
+        except Exception as e:
+            self._callback_failed(subject, e)
+
+    def _on_ping(self) -> None:
+        self._write(_PONG)
+
+    def _on_pong(self) -> None:
+        if self._pongs:
+            f = self._pongs.pop(0)
+            if not f.done():
+                f.set_result(None)
+
+    def _on_info(self, info: dict[str, Any]) -> None:
+        self.server_info.update(info)
+        if self._learn_servers(info) and self.on_discovered is not None:
+            self.on_discovered()
+
+    def _on_err(self, text: str) -> None:
+        if self._on_error:
+            self._on_error(f"NATS server: -ERR {text}")
 
     def _callback_failed(self, subject: bytes, e: Exception) -> None:
         if self._on_error:
