@@ -12,8 +12,8 @@ from nss.pb import spb_pb2 as spb
 from nss.pb.wire import go_decodes
 from nss.server.batch import encode_puback
 from nss.server.context import ServerContext
-from nss.subjects import valid_channel
 from nss.server.ops.errors import ERR_INVALID_PUB_REQ
+from nss.subjects import valid_channel
 
 _PUBMSG_DESC = pb.PubMsg.DESCRIPTOR
 _CTRLMSG_DESC = spb.CtrlMsg.DESCRIPTOR

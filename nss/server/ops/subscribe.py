@@ -11,7 +11,6 @@ from nss.nuid import next_nuid
 from nss.pb import protocol_pb2 as pb
 from nss.pb.wire import go_decode
 from nss.server.context import ServerContext
-from nss.subjects import valid_channel
 from nss.server.core.subscriptions import attach, create_or_resume
 from nss.server.ops.errors import (
     ERR_INVALID_ACK_WAIT,
@@ -23,6 +22,7 @@ from nss.server.ops.errors import (
     ERR_UNKNOWN_CLIENT,
 )
 from nss.stores.base import StoreError
+from nss.subjects import valid_channel
 
 
 def _error(err: str) -> pb.SubscriptionResponse:
