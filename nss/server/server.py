@@ -22,6 +22,7 @@ from nss.options import ChannelLimits, Options
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.pb.wire import go_decodes
+from nss.redact import url_list
 from nss.sdnotify import Notifier
 from nss.server.channels import Channel, ChannelRegistry, valid_channel
 from nss.server.clients import Client, ClientRegistry, valid_client_id
@@ -273,29 +274,36 @@ class StanServer:
             self.fatal.set_result(reason)
 
     async def _start_embedded_nats(self) -> None:
-        from nss.natsd import EmbeddedNATS
+        """Run the nats-server child. A child that dies is restarted on the
+        same ports (clients, nss's own connections too, reconnect); one
+        that keeps dying ends nss with a fatal line. In FT mode too: the
+        store lock, not NATS, decides who writes, so a member whose NATS
+        blinked cannot become a second writer (README, fault tolerance)."""
+        from nss.natsd import EmbeddedNATS, RestartPolicy
 
         nlog = get_logger("NATS")
+        levels = {"DBG": "debug", "TRC": "debug", "WRN": "warning", "ERR": "error", "FTL": "error"}
 
         def log_line(level: str, text: str) -> None:
-            fn = {
-                "DBG": nlog.debug,
-                "TRC": nlog.debug,
-                "WRN": nlog.warning,
-                "ERR": nlog.error,
-                "FTL": nlog.error,
-            }.get(level, nlog.info)
-            fn(text)
+            getattr(nlog, levels.get(level, "info"))(text)
+
+        def on_event(level: str, text: str) -> None:
+            getattr(self.log, levels.get(level, "info"))(text)
 
         def on_exit(rc: int) -> None:
             if not self._shutdown and self.fatal is not None and not self.fatal.done():
-                self.fatal.set_result(f"embedded NATS server exited unexpectedly (status {rc})")
+                reason = self.natsd.failure if self.natsd is not None else ""
+                self.fatal.set_result(
+                    reason or f"embedded NATS server exited unexpectedly (status {rc})"
+                )
 
         self.natsd = EmbeddedNATS(
             self.opts.nats,
             log_line=log_line,
             on_exit=on_exit,
             monitor_address=self.monitor.address if self.monitor is not None else "",
+            restart=RestartPolicy(),
+            on_event=on_event,
         )
         await self.natsd.start()
         self.nats_url = self.natsd.client_url
@@ -328,7 +336,7 @@ class StanServer:
         self.conn = NatsConnection(
             copts,
             on_disconnect=lambda: self.log.warning("Disconnected from NATS"),
-            on_reconnect=lambda: self.log.info(f"Reconnected to NATS at {self.nats_url}"),
+            on_reconnect=lambda: self.log.info(f"Reconnected to NATS at {url_list(self.nats_url)}"),
             on_error=lambda e: self.log.error(e),
         )
         try:
@@ -336,7 +344,7 @@ class StanServer:
         except NatsError as e:
             raise StartupError(str(e)) from e
         self.max_payload = self.conn.max_payload
-        self.log.info(f"Connected to NATS at {self.nats_url}")
+        self.log.info(f"Connected to NATS at {url_list(self.nats_url)}")
 
     def _create_store(self) -> Store:
         s = self.sopts

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from nss import redact
 from nss.stores.base import StoreError
 
 DRIVER_POSTGRES = "postgres"
@@ -73,6 +74,7 @@ def parse_kv_dsn(dsn: str) -> dict[str, str]:
     with ``\\'`` and ``\\\\`` escapes, as libpq and lib/pq accept)."""
     out: dict[str, str] = {}
     i, n = 0, len(dsn)
+    prev = ""
     while i < n:
         while i < n and dsn[i].isspace():
             i += 1
@@ -85,7 +87,10 @@ def parse_kv_dsn(dsn: str) -> dict[str, str]:
         while j < n and dsn[j].isspace():
             j += 1
         if j >= n or dsn[j] != "=" or not key:
-            raise StoreError(f'sql: invalid data source: missing "=" after "{key}"')
+            # after an unquoted password with a space, "key" is its tail
+            shown = redact.REDACTED if prev.lower() == "password" else key
+            raise StoreError(f'sql: invalid data source: missing "=" after "{shown}"')
+        prev = key
         j += 1
         while j < n and dsn[j].isspace():
             j += 1
@@ -171,7 +176,7 @@ def _mysql(source: str) -> SQLTarget:
         return SQLTarget(DRIVER_MYSQL, "mysql+pymysql://" + rest)
     m = _MYSQL_DSN.match(src)
     if m is None:
-        raise StoreError(f"sql: invalid MySQL data source {source!r}")
+        raise StoreError(f"sql: invalid MySQL data source {redact.dsn(source)!r}")
     user = m.group("user") or ""
     password = m.group("password")
     net = (m.group("net") or "tcp").lower()
