@@ -491,22 +491,6 @@ def nats_config(path: str, *, drop_monitor: bool = False) -> dict[str, Any]:
     }
 
 
-def nats_only_config(path: str, directory: str) -> str | None:
-    """Write :func:`nats_config` (monitoring keys dropped) to a private
-    (0600) file in ``directory``; None when the file has no NATS keys."""
-    import json
-    import os
-
-    from nss.private_dir import write_private
-
-    kept = nats_config(path, drop_monitor=True)
-    if not kept:
-        return None
-    out = os.path.join(directory, "nats-server.conf")
-    write_private(out, json.dumps(kept, indent=2, default=str))
-    return out
-
-
 def nats_authorization(path: str) -> tuple[str, str, str]:
     """``(user, password, token)`` of the file's top-level ``authorization``
     block: the Go server's own NATS connections use them (they are its

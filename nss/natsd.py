@@ -18,6 +18,12 @@ obligations the Go server never had, and this module exists to meet them:
   caller's logger, as the Go server's shared logger would have printed it.
 * **Real ports.** ``-p -1`` / ``-m -1`` pick random ports; the actual ones
   are learned from the child's log so nss can connect to itself.
+* **Restarts.** A child that dies while serving is started again on the
+  ports the first one bound (:class:`RestartPolicy`), so clients reconnect
+  to the same address; one that keeps dying ends nss with a fatal line.
+* **No secret in sight.** Credentials never go on the child's command line
+  (``ps`` shows it to every local user) but in a private 0600 configuration
+  file (:mod:`nss.natsd_config`, :mod:`nss.private_dir`).
 
 Only the standard library is imported at module import time (ctypes is
 imported lazily in :meth:`EmbeddedNATS.start`) to keep nss start-up fast.
