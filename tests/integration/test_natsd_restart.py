@@ -9,9 +9,11 @@ on nats-py that reconnects by itself, as stan.go and stan.py clients do.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,8 +89,8 @@ async def reconnecting_client(port: int, client_id: str, cluster_id: str) -> Sta
 
 
 async def test_killed_child_is_restarted_and_clients_reconnect(procs: list[NssProcess]) -> None:
-    port = free_port()
-    nss = NssProcess(["-a", "127.0.0.1", "-p", str(port), "-SD"])
+    port, mport = free_port(), free_port()
+    nss = NssProcess(["-a", "127.0.0.1", "-p", str(port), "-m", str(mport), "-SD"])
     procs.append(nss)
     await line(nss, READY_LINE)
     old = await asyncio.to_thread(child_pid, nss)
@@ -111,7 +113,15 @@ async def test_killed_child_is_restarted_and_clients_reconnect(procs: list[NssPr
     while got[-1] != b"after":
         got.append((await sub.next()).data)
     assert nss.proc.poll() is None
+    # the NATS endpoints on the -m port reach the new child
+    varz = await asyncio.to_thread(_get_json, f"http://127.0.0.1:{mport}/varz")
+    assert varz["port"] == port and varz["http_port"] == mport
     await sc.close()
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
 
 
 async def test_child_that_keeps_dying_ends_nss(procs: list[NssProcess]) -> None:

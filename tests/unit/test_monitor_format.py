@@ -271,6 +271,10 @@ def test_embedded_nats_internal_monitoring(tmp_path):
         "Starting https monitor on 0.0.0.0:8222"
     )
     assert e._public_text("INF", f"Using configuration file: {path} (sha256:ab)") is None
+    # nor the digest of our file (credentials in a known layout)
+    assert e._public_text("INF", "Reloaded server configuration (sha256:22e7ec)") == (
+        "Reloaded server configuration"
+    )
     assert e._public_text("INF", "Server is ready") == "Server is ready"
     e._remove_dir()
     assert not os.path.exists(path)
