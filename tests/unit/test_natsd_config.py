@@ -129,3 +129,18 @@ def _dead_pid() -> int:
     p = subprocess.Popen(["true"])
     p.wait()
     return p.pid
+
+
+def test_a_restarted_child_keeps_the_first_childs_ports() -> None:
+    from nss.natsd import EmbeddedNATS
+
+    e = EmbeddedNATS(NATSOptions(port=-1, http_port=-1, cluster_listen="nats://127.0.0.1:-1"))
+    opts, extra = e._run_options()
+    assert extra == [] and opts.cluster_listen == "nats://127.0.0.1:-1"  # first start
+    e._client_port, e._monitor_port, e._cluster_port = 4333, 8333, 6333
+    opts, extra = e._run_options()
+    args = build_args(opts) + extra
+    # the last of a repeated flag wins in nats-server's flag parsing
+    assert args[len(args) - 1 - args[::-1].index("-p") + 1] == "4333"
+    assert args[len(args) - 1 - args[::-1].index("-m") + 1] == "8333"
+    assert args[args.index("--cluster") + 1] == "nats://127.0.0.1:6333"
