@@ -41,7 +41,5 @@ def script(name: str) -> str:
     """The text of a schema script; ``ValueError`` lists the known names."""
     key = script_key(name)
     if key is None:
-        raise ValueError(
-            f"unknown schema script {name!r}; choose one of: {', '.join(SCRIPTS)}"
-        )
+        raise ValueError(f"unknown schema script {name!r}; choose one of: {', '.join(SCRIPTS)}")
     return resources.files(__name__).joinpath(SCRIPTS[key]).read_text(encoding="utf-8")
