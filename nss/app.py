@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from nss import log, redact
-from nss.cli import UsageError, check_supported, process_command_line
+from nss.cli import UsageError, process_command_line
 from nss.config import ConfigError
 from nss.options import Options
 
@@ -166,6 +166,25 @@ def send_signal(spec: str) -> int:
     return 0
 
 
+def preflight(opts: Options, explicit: set[str]) -> bool:
+    """Merge the configuration files and check everything that can be
+    checked before starting (with ``-t``, the NATS part too); on a mistake
+    print it and return False."""
+    from nss.preflight import CheckError, check_nats_config, check_options
+    from nss.stores.base import StoreError
+
+    user_nats_file = opts.nats.config_file or opts.streaming.stan_config
+    try:
+        load_config_files(opts, explicit)
+        check_options(opts)
+        if opts.nats.check_config:
+            check_nats_config(opts, user_nats_file)
+    except (UsageError, ConfigError, ValueError, StoreError, CheckError) as e:
+        print(redact.text(str(e)), file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     res = process_command_line(sys.argv[1:] if argv is None else list(argv))
     if isinstance(res, int):
@@ -173,12 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = res.options
     if opts.nats.signal:
         return send_signal(opts.nats.signal)
-    try:
-        load_config_files(opts, res.explicit)
-        check_supported(opts)
-    except (UsageError, ConfigError, ValueError) as e:
-        print(redact.text(str(e)), file=sys.stderr)
+    if not preflight(opts, res.explicit):
         return 1
+    if opts.nats.check_config:
+        print("configuration OK")
+        return 0
     redact.register_options(opts)
     log.setup(opts)
     try:

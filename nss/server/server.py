@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError
 
+from nss import __version__
 from nss.log import get_logger
 from nss.natsconn import ConnectOptions, NatsConnection, NatsError, NoRespondersError
 from nss.nuid import next_nuid
-from nss.options import ChannelLimits, Options
+from nss.options import VERSION, Options
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.pb.wire import go_decodes
@@ -144,7 +145,9 @@ class StanServer:
         loop = asyncio.get_running_loop()
         self.fatal = loop.create_future()
         s = self.sopts
-        self.log.info(f"Starting nats-streaming-server[{s.cluster_id}] version 0.25.6 (nss)")
+        self.log.info(
+            f"Starting nats-streaming-server[{s.cluster_id}] version {VERSION} (nss {__version__})"
+        )
         self.log.info(f"ServerID: {self.server_id}")
         self.log.info(f"Python version: {sys.version.split()[0]}")
         # -m/-ms: bound before NATS starts, as Go's monitor listener is
@@ -427,43 +430,11 @@ class StanServer:
                 self._arm_inactivity(ch)
 
     def _log_limits(self) -> None:
-        """The limits table of the start-up banner; '*' marks inherited values."""
-        lim = self.sopts.store_limits
+        """The limits table of the start-up banner, as the Go server logs it."""
+        from nss.stores.limits import banner_lines
 
-        def fmt(v: float, kind: str = "") -> str:
-            if not v:
-                return "unlimited"
-            if kind == "bytes":
-                return f"{v / (1024 * 1024):.2f} MB"
-            if kind == "dur":
-                return f"{v:g}s"
-            return str(int(v))
-
-        def rows(cl: ChannelLimits, own: ChannelLimits | None, indent: str) -> None:
-            for label, field, kind in (
-                ("Subscriptions", "max_subscriptions", ""),
-                ("Messages     ", "max_msgs", ""),
-                ("Bytes        ", "max_bytes", "bytes"),
-                ("Age          ", "max_age", "dur"),
-                ("Inactivity   ", "max_inactivity", "dur"),
-            ):
-                star = " *" if own is None or getattr(own, field) == 0 else ""
-                value = fmt(getattr(cl, field), kind)
-                self.log.info(f"{indent}{label}: {value:>{16 - len(indent)}}{star}")
-
-        self.log.info("---------- Store Limits ----------")
-        self.log.info(f"Channels:        {fmt(lim.max_channels):>14} *")
-        self.log.info("--------- Channels Limits --------")
-        rows(lim, None, "  ")
-        if lim.per_channel:
-            from nss.stores.limits import resolved
-
-            res = resolved(lim)
-            self.log.info("--------- List of Channels ---------")
-            for name in sorted(res.per_channel):
-                self.log.info(name)
-                rows(res.per_channel[name], lim.per_channel.get(name), "   ")
-        self.log.info("----------------------------------")
+        for line in banner_lines(self.sopts.store_limits):
+            self.log.info(line)
 
     async def _self_check(self) -> None:
         """Refuse to start beside a live server of the same cluster ID."""

@@ -18,6 +18,7 @@ connection attempt in bounded time instead of hanging the reconnect loop.
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,12 +224,39 @@ def _go_duration_seconds(v: str) -> float:
     return total
 
 
+# --sql_driver -> (Python module that talks to it, what installs that module)
+_DRIVER_MODULES = {
+    DRIVER_POSTGRES: ("psycopg", "pip install 'psycopg[binary]'"),
+    DRIVER_MYSQL: ("pymysql", "pip install 'nss[mysql]'"),
+}
+_DRIVER_ALIASES = {"postgresql": DRIVER_POSTGRES}
+
+
+def check_driver(driver: str) -> str:
+    """The canonical driver name, once its Python module imports.
+
+    Checked before anything starts (and by ``-t``), so a MySQL user without
+    the optional PyMySQL learns which extra to install instead of reading a
+    SQLAlchemy traceback after the NATS server came up."""
+    d = (driver or "").strip().lower()
+    d = _DRIVER_ALIASES.get(d, d)
+    if d not in _DRIVER_MODULES:
+        raise StoreError(
+            f'sql: unknown driver "{driver}", supported drivers: {", ".join(_DRIVER_MODULES)}'
+        )
+    module, install = _DRIVER_MODULES[d]
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise StoreError(
+            f"sql: the {d} driver needs the Python package {module}, which cannot be "
+            f"imported ({e}); install it with: {install}"
+        ) from None
+    return d
+
+
 def parse_source(driver: str, source: str) -> SQLTarget:
     """Resolve ``--sql_driver``/``--sql_source``; StoreError names what is wrong."""
-    d = (driver or "").strip().lower()
-    if d in ("postgres", "postgresql"):
+    if check_driver(driver) == DRIVER_POSTGRES:
         return _postgres(source or "")
-    if d == "mysql":
-        return _mysql(source or "")
-    # the text database/sql gives for a driver it does not know
-    raise StoreError(f'sql: unknown driver "{driver}" (forgotten import?)')
+    return _mysql(source or "")
