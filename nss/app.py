@@ -12,8 +12,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from nss import log
-from nss.cli import UsageError, check_supported, process_command_line
+from nss import log, redact
+from nss.cli import UsageError, process_command_line
 from nss.config import ConfigError
 from nss.options import Options
 
@@ -52,9 +52,18 @@ async def run(opts: Options) -> int:
     signal.signal(signal.SIGINT, stop_answering)
     signal.signal(signal.SIGTERM, stop_answering)
     loop.add_signal_handler(signal.SIGUSR1, log.reopen)
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: server.natsd.reload() if server.natsd is not None else None
-    )
+
+    def reload() -> None:
+        from nss.natsd import NATSServerError
+
+        if server.natsd is None:
+            return
+        try:
+            server.natsd.reload()
+        except NATSServerError as e:
+            logger.error(f"Unable to reload the NATS configuration: {e}")
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     start = loop.create_task(server.start())
     await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
     if not start.done():
@@ -89,7 +98,7 @@ def load_config_files(opts: Options, explicit: set[str]) -> None:
     path = sc or c
     if not path:
         return
-    from nss.config_apply import apply_streaming_config, monitor_ports, nats_only_config
+    from nss.config_apply import apply_streaming_config, monitor_ports, nats_authorization
     from nss.stores.limits import validate
 
     apply_streaming_config(opts, path, explicit)
@@ -99,14 +108,15 @@ def load_config_files(opts: Options, explicit: set[str]) -> None:
     if "nats.http_port" not in explicit and "nats.https_port" not in explicit:
         opts.nats.http_port = ports.get("http", opts.nats.http_port)
         opts.nats.https_port = ports.get("https", opts.nats.https_port)
+    # Go's own NATS connections use the NATS options' credentials, which a
+    # NATS config file sets in its authorization block (flags still win).
+    auth = nats_authorization(nats_file)
+    for attr, value in zip(("user", "password", "auth_token"), auth, strict=True):
+        if value and f"nats.{attr}" not in explicit:
+            setattr(opts.nats, attr, value)
     if not opts.streaming.nats_server_url:
-        import atexit
-        import shutil
-        import tempfile
-
-        tmp = tempfile.mkdtemp(prefix="nss-")
-        atexit.register(shutil.rmtree, tmp, True)
-        opts.nats.config_file = nats_only_config(nats_file, tmp) or ""
+        # nss.natsd hands the child the NATS part of this file
+        opts.nats.config_file = nats_file
 
 
 _SIGNALS = {
@@ -156,6 +166,25 @@ def send_signal(spec: str) -> int:
     return 0
 
 
+def preflight(opts: Options, explicit: set[str]) -> bool:
+    """Merge the configuration files and check everything that can be
+    checked before starting (with ``-t``, the NATS part too); on a mistake
+    print it and return False."""
+    from nss.preflight import CheckError, check_nats_config, check_options
+    from nss.stores.base import StoreError
+
+    user_nats_file = opts.nats.config_file or opts.streaming.stan_config
+    try:
+        load_config_files(opts, explicit)
+        check_options(opts)
+        if opts.nats.check_config:
+            check_nats_config(opts, user_nats_file)
+    except (UsageError, ConfigError, ValueError, StoreError, CheckError) as e:
+        print(redact.text(str(e)), file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     res = process_command_line(sys.argv[1:] if argv is None else list(argv))
     if isinstance(res, int):
@@ -163,12 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = res.options
     if opts.nats.signal:
         return send_signal(opts.nats.signal)
-    try:
-        load_config_files(opts, res.explicit)
-        check_supported(opts)
-    except (UsageError, ConfigError, ValueError) as e:
-        print(e, file=sys.stderr)
+    if not preflight(opts, res.explicit):
         return 1
+    if opts.nats.check_config:
+        print("configuration OK")
+        return 0
+    redact.register_options(opts)
     log.setup(opts)
     try:
         return asyncio.run(run(opts))

@@ -41,6 +41,7 @@ from nss.units import (
 __all__ = [
     "ParsedArgs",
     "UsageError",
+    "check_cluster_id",
     "check_supported",
     "find_nats_server_bin",
     "parse_args",
@@ -74,9 +75,10 @@ class ParsedArgs:
     """
 
     options: Options
-    action: str = "run"  # "run", "help", "version" or "help_tls"
+    action: str = "run"  # "run", "help", "version", "help_tls" or "sql_schema"
     explicit: set[str] = field(default_factory=set)
     args: list[str] = field(default_factory=list)  # arguments left after the flags
+    sql_schema: str = ""  # the script --sql_schema asked for
 
 
 # ---------------------------------------------------------------------------
@@ -99,6 +101,7 @@ _VV = "@VV"
 _DVV = "@DVV"
 _PEERS = "@cluster_peers"
 _ENC_KEY = "@encryption_key"
+_SQL_SCHEMA = "@sql_schema"
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ def _build_table() -> dict[str, _Flag]:
         (("sql_max_open_conns",), _INT, "streaming.sql_options.max_open_conns"),
         (("sql_bulk_insert_limit",), _INT, "streaming.sql_options.bulk_insert_limit"),
         (("sql_lock_steal_after",), _DUR, "streaming.sql_options.lock_steal_after"),
+        # nss: print a shipped schema script and exit (pip users have no sql/ folder)
+        (("sql_schema",), _STR, _SQL_SCHEMA),
         (("clustered",), _BOOL, "streaming.cluster.clustered"),
         (("cluster_node_id",), _STR, "streaming.cluster.node_id"),
         (("cluster_bootstrap",), _BOOL, "streaming.cluster.bootstrap"),
@@ -406,13 +411,21 @@ def parse_args(argv: Sequence[str]) -> ParsedArgs:
         action = "help"
     elif specials.get(_HELP_TLS):
         action = "help_tls"
+    elif _SQL_SCHEMA in specials:
+        action = "sql_schema"
     elif rest:
         command = rest[0].lower()
         if command in ("version", "help"):
             action = command
         else:
             raise UsageError(f"unrecognized command: {go_quote(rest[0])}")
-    return ParsedArgs(options=opts, action=action, explicit=explicit, args=rest)
+    return ParsedArgs(
+        options=opts,
+        action=action,
+        explicit=explicit,
+        args=rest,
+        sql_schema=specials.get(_SQL_SCHEMA, ""),
+    )
 
 
 def _apply_specials(
@@ -470,6 +483,7 @@ def check_supported(opts: Options) -> None:
     """
     st = opts.streaming
     nats = opts.nats
+    check_cluster_id(st.cluster_id)
     if nats.routes and not nats.cluster_listen:
         raise UsageError(
             "solicited routes require cluster capabilities, e.g. --cluster"
@@ -498,6 +512,30 @@ def check_supported(opts: Options) -> None:
     if st.encrypt or st.encryption_key:
         raise UsageError("encryption at rest (--encrypt) is not supported yet")
     _check_limits(opts)
+
+
+def check_cluster_id(cluster_id: str) -> None:
+    """Refuse a cluster ID that cannot work, before anything starts.
+
+    The ID ends the discovery subject clients publish to
+    (``_STAN.discover.<cluster ID>``), so it must be a literal NATS subject:
+    a blank would only show as a protocol parse error from the NATS server
+    once everything is running, a wildcard token would answer other
+    clusters' clients."""
+    tokens = cluster_id.split(".")
+    if (
+        cluster_id
+        and all(tokens)
+        and not any(c.isspace() or not c.isprintable() for c in cluster_id)
+        and "*" not in tokens
+        and ">" not in tokens
+    ):
+        return
+    raise UsageError(
+        f"invalid cluster ID {go_quote(cluster_id)}: it ends NATS subjects "
+        "(_STAN.discover.<cluster ID>), so it must be non-empty, without spaces, "
+        "empty tokens (a leading, trailing or double '.') or the wildcards '*' and '>'"
+    )
 
 
 def _check_limits(opts: Options) -> None:
@@ -565,13 +603,19 @@ def _nats_server_version(binary: str | None) -> str:
 
 
 def version_text(nats_server_bin: str = "") -> str:
-    """The ``-v`` line; the NATS version is that of the binary nss would run.
+    """The ``-v`` line: nss's own release (what a bug report must name), the
+    Go release it replaces, and the NATS version of the binary nss would run.
 
     The Go server reports the nats-server version compiled into it; nss runs
     an external binary, so we ask that binary (only when called).
     """
+    from nss import __version__
+
     version = _nats_server_version(find_nats_server_bin(nats_server_bin))
-    return f"{PROG} (nats-streaming-server compatible) version {VERSION}, nats-server: {version}"
+    return (
+        f"{PROG} version {__version__}, compatible with nats-streaming-server "
+        f"version {VERSION}, nats-server: {version}"
+    )
 
 
 def usage() -> str:
@@ -668,6 +712,9 @@ Streaming Server SQL Store Options:
         --sql_lock_steal_after <duration>
                                         FT: take the SQL store lock after its owner
                                         stopped refreshing it this long (default: 1.5s)
+        --sql_schema <name>             Print a schema script and exit: postgres, mysql
+                                        or drop_postgres ({PROG} only), e.g.
+                                        {PROG} --sql_schema postgres | psql -d nss
 
 Streaming Server TLS Options:
         -secure                         Use TLS towards the NATS server without any
@@ -691,7 +738,8 @@ NATS Server Options:
   -m,  --http_port <int>            HTTP monitoring port (NATS and streaming endpoints)
   -ms, --https_port <int>           HTTPS monitoring port
   -c,  --config <string>            NATS configuration file
-  -t                                Check the configuration and exit
+  -t                                Check the configuration (flags, files, limits)
+                                    and exit: 0 and "configuration OK", or 1
   -P,  --pid <string>               Write the process id to this file
        --ports_file_dir <string>    Write a ports file in this directory
        --nats_server_bin <path>     nats-server binary to run ({PROG} only; default:
@@ -791,5 +839,14 @@ def process_command_line(
         return 0
     if parsed.action == "help_tls":
         out.write(tls_help())
+        return 0
+    if parsed.action == "sql_schema":
+        from nss.sql import script
+
+        try:
+            out.write(script(parsed.sql_schema))
+        except ValueError as exc:
+            print(exc, file=err)
+            return 1
         return 0
     return parsed

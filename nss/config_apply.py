@@ -473,31 +473,47 @@ def apply_streaming_config(
     return applier.unknown
 
 
-def nats_only_config(path: str, directory: str) -> str | None:
-    """Write the NATS part of a configuration file for the nats-server child.
+def nats_config(path: str, *, drop_monitor: bool = False) -> dict[str, Any]:
+    """The NATS part of a configuration file, for the nats-server child.
 
     The Go binary hands one file to both parsers and its NATS parser ignores
     streaming keys; a standalone nats-server rejects them ("unknown field"),
     so the child gets a copy holding only the keys nats-server knows (JSON is
     valid NATS configuration syntax; includes and variables are resolved).
-    Returns None when the file has no NATS keys at all."""
-    import json
-    import os
-
+    ``drop_monitor`` leaves out the monitoring keys, for when nss serves
+    that port itself (NATS and streaming endpoints together)."""
     from nss.config import parse_file
 
-    top = parse_file(path)
-    kept = {
+    return {
         k: v
-        for k, v in top.items()
-        if k.lower() in NATS_TOP_LEVEL_KEYS and k.lower() not in _MONITOR_KEYS
+        for k, v in parse_file(path).items()
+        if k.lower() in NATS_TOP_LEVEL_KEYS
+        and not (drop_monitor and k.lower() in _MONITOR_KEYS)
     }
-    if not kept:
-        return None
-    out = os.path.join(directory, "nats-server.conf")
-    with open(out, "w") as f:
-        json.dump(kept, f, indent=2, default=str)
-    return out
+
+
+def nats_authorization(path: str) -> tuple[str, str, str]:
+    """``(user, password, token)`` of the file's top-level ``authorization``
+    block: the Go server's own NATS connections use them (they are its
+    ``natsOpts.Username``/``Password``/``Authorization``), so an embedded
+    server that requires them accepts the streaming server too."""
+    from nss.config import parse_file
+
+    user = password = token = ""
+    for k, v in parse_file(path).items():
+        if k.lower() != "authorization" or not isinstance(v, dict):
+            continue
+        for ak, av in v.items():
+            name = ak.lower()
+            if not isinstance(av, str):
+                continue
+            if name in ("user", "username"):
+                user = av
+            elif name in ("pass", "password"):
+                password = av
+            elif name == "token":
+                token = av
+    return user, password, token
 
 
 # Monitoring keys of a NATS config: nss serves that port itself (NATS and

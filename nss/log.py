@@ -19,7 +19,7 @@ without structlog's per-call lazy proxy.
 
 Output goes through a single ``_Sink`` so that ``reopen()`` (SIGUSR1, log
 rotation) only has to swap one file object, under a lock shared with the
-writers.
+writers, and so that one place redacts credentials from every line.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import structlog
 from structlog import BoundLoggerBase
 from structlog.processors import format_exc_info
 
+from nss import redact
 from nss.options import Options
 
 __all__ = [
@@ -97,6 +98,9 @@ class _Sink:
         self.stream: TextIO | None = None
 
     def write(self, line: str) -> None:
+        # The last line of defence: whatever a call site or a library put
+        # in the line, no credential leaves the process (nss.redact).
+        line = redact.text(line)
         with self.lock:
             stream = self.stream if self.stream is not None else sys.stderr
             try:

@@ -18,6 +18,12 @@ obligations the Go server never had, and this module exists to meet them:
   caller's logger, as the Go server's shared logger would have printed it.
 * **Real ports.** ``-p -1`` / ``-m -1`` pick random ports; the actual ones
   are learned from the child's log so nss can connect to itself.
+* **Restarts.** A child that dies while serving is started again on the
+  ports the first one bound (:class:`RestartPolicy`), so clients reconnect
+  to the same address; one that keeps dying ends nss with a fatal line.
+* **No secret in sight.** Credentials never go on the child's command line
+  (``ps`` shows it to every local user) but in a private 0600 configuration
+  file (:mod:`nss.natsd_config`, :mod:`nss.private_dir`).
 
 Only the standard library is imported at module import time (ctypes is
 imported lazily in :meth:`EmbeddedNATS.start`) to keep nss start-up fast.
@@ -36,15 +42,20 @@ import shutil
 import signal
 import sys
 import sysconfig
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from nss import private_dir
+from nss.natsd_config import Pins, child_config
 from nss.options import NATSOptions
+from nss.redact import has_credentials
 
 __all__ = [
     "EmbeddedNATS",
     "LogLineFn",
     "NATSServerError",
+    "RestartPolicy",
     "build_args",
     "find_nats_server",
     "parse_log_line",
@@ -68,6 +79,8 @@ _CLIENT_LISTEN_RE = re.compile(r"^Listening for client connections on (\S+)$")
 _MONITOR_RE = re.compile(r"^Starting (https?) monitor on (\S+)$")
 _ROUTE_LISTEN_RE = re.compile(r"^Listening for route connections on (\S+)$")
 _IN_USE_RE = re.compile(r"listen tcp (\S+): bind: address already in use")
+_CONF_LINE = "Using configuration file: "
+_DIGEST_RE = re.compile(r" ?\(sha256:[0-9a-f]+\)")
 
 _LAST_LINES = 30
 # Substrings of nats-server's listen-failure messages -> listener name.
@@ -204,7 +217,8 @@ def build_args(opts: NATSOptions, *, ports_file_dir: str = "") -> list[str]:
     Deliberately not passed: ``-l``/``--log_size_limit``/``-T``/
     ``--logtime_utc``/``-s``/``-r`` (nss owns logging: the child's output is
     re-emitted through nss's logger, and readiness is detected from it),
-    ``-t`` and ``-sl`` (handled by nss itself, no server is started).
+    ``-t`` and ``-sl`` (handled by nss itself, no server is started), and
+    every secret (see :mod:`nss.natsd_config`).
 
     ``--cluster`` without ``--cluster_name`` is passed as is: nats-server
     then generates a dynamic name that it replaces with the remote's name
@@ -246,18 +260,19 @@ def build_args(opts: NATSOptions, *, ports_file_dir: str = "") -> list[str]:
         # ``logtime`` to the file in case it redirects the child's log.
         args.append("-T=false")
 
-    opt("--user", opts.user, d.user)
-    opt("--pass", opts.password, d.password)
-    opt("--auth", opts.auth_token, d.auth_token)
-
-    opt("--cluster", opts.cluster_listen, d.cluster_listen)
+    # --user/--pass/--auth and URLs with credentials would be readable by
+    # anyone on the host (ps): they go into the child's private config file
+    # instead (nss.natsd_config.credentials_config).
+    if not has_credentials(opts.cluster_listen):
+        opt("--cluster", opts.cluster_listen, d.cluster_listen)
     opt("--cluster_advertise", opts.cluster_advertise, d.cluster_advertise)
     # A Go bool flag: "--no_advertise true" would end flag parsing.
     if opts.no_advertise:
         args.append("--no_advertise=true")
     opt("--connect_retries", opts.connect_retries, d.connect_retries)
     opt("--cluster_name", opts.cluster_name, d.cluster_name)
-    opt("--routes", opts.routes, d.routes)
+    if not has_credentials(opts.routes):
+        opt("--routes", opts.routes, d.routes)
 
     flag("--tls", opts.tls)
     flag("--tlsverify", opts.tls_verify)
@@ -373,15 +388,62 @@ def _make_preexec() -> Callable[[], None] | None:
 # --------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class RestartPolicy:
+    """What to do when a child that was serving dies on its own.
+
+    It is started again on the same ports after a doubling delay, so that
+    clients (nss's own connections included) reconnect to the same address.
+    A child that keeps dying is not fixed by restarting it: at the
+    ``max_exits``-th exit within ``window`` seconds the supervisor gives up
+    and ``on_exit`` tells nss to stop with a fatal line.
+    """
+
+    max_exits: int = 5
+    window: float = 60.0
+    first_delay: float = 0.1
+    max_delay: float = 2.0
+
+    def delay(self, exits: int) -> float:
+        """Wait before the restart that follows the ``exits``-th exit."""
+        return min(self.first_delay * 2 ** max(exits - 1, 0), self.max_delay)
+
+
+_swept = False
+
+
+def _sweep_stale_dirs() -> list[str]:
+    """Once per process: remove private directories of dead nss processes."""
+    global _swept
+    if _swept:
+        return []
+    _swept = True
+    return private_dir.remove_stale()
+
+
+def _with_port(url: str, port: int) -> str:
+    """``url`` listening on ``port`` instead (``nats://host:-1`` pinned)."""
+    head, sep, tail = url.rpartition(":")
+    if not sep or not tail.strip("-").isdigit():
+        return url
+    return f"{head}:{port}"
+
+
 class EmbeddedNATS:
     """Runs and supervises one ``nats-server`` child process.
 
     Lifecycle: ``await start()`` (returns when the server accepts clients or
     raises :class:`NATSServerError`), use :attr:`client_url`, then
-    ``await stop()``. If the child dies on its own after start-up,
-    ``on_exit(returncode)`` is called (and :meth:`wait_exit` resolves) so
-    nss can log the failure and exit non-zero instead of running without a
-    NATS server.
+    ``await stop()``. If the child dies on its own after start-up, it is
+    restarted on the same ports when a :class:`RestartPolicy` is given;
+    otherwise, or once the policy gives up, ``on_exit(returncode)`` is
+    called (:attr:`failure` says why) so nss can log the failure and exit
+    non-zero instead of running without a NATS server. ``on_event(level,
+    text)`` receives the supervisor's own messages (restarts).
+
+    The child's configuration (credentials, the NATS part of the user's
+    file, nss's internal monitoring port) lives in a private directory
+    (:mod:`nss.private_dir`) for as long as a child may run.
     """
 
     def __init__(
@@ -392,31 +454,39 @@ class EmbeddedNATS:
         on_exit: Callable[[int], None] | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         monitor_address: str = "",
+        restart: RestartPolicy | None = None,
+        on_event: LogLineFn | None = None,
     ) -> None:
         self.opts = opts
         self.startup_timeout = startup_timeout
         # "scheme://host:port" of nss's own monitoring listener (-m/-ms).
         # When set, nss owns the user's monitoring port and reverse-proxies
         # the NATS endpoints to the child, whose monitoring then runs on an
-        # internal loopback port (see _internal_monitor_args).
+        # internal loopback port (natsd_config.INTERNAL_MONITOR).
         self.monitor_address = monitor_address
-        self._tmp_conf_dir: str | None = None
-        self._hidden_conf_line = ""
         self._log_line = log_line
         self._on_exit = on_exit
+        self._on_event = on_event
+        self._restart_policy = restart
+        self._exit_times: collections.deque[float] = collections.deque()
+        self._restart_task: asyncio.Task[None] | None = None
+        self.restarts = 0
+        self.failure = ""
 
         self._binary: str | None = None
         self._args: list[str] = []
+        self._dir: str | None = None
+        self._config_path = ""
+        self._user_config = False  # the user's file has NATS keys
+        self._ports_dir: str | None = None
+        self._stopping = False
+
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._exited: asyncio.Future[int] | None = None
-        self._stopping = False
-        self._tmp_ports_dir: str | None = None
-        self._ports_dir: str | None = None
-
         self._last_lines: collections.deque[str] = collections.deque(maxlen=_LAST_LINES)
         self._fatal: str | None = None
         self._log_visible = False  # the child's log reaches our pipe
@@ -424,6 +494,7 @@ class EmbeddedNATS:
         self._need_route_listener = bool(opts.cluster_listen)
         self._saw_route_listener = False
 
+        # Learned from the first child; later children keep them (Pins).
         self._client_host: str | None = None
         self._client_port: int | None = None
         self._monitor_scheme: str | None = None
@@ -442,6 +513,11 @@ class EmbeddedNATS:
     def args(self) -> list[str]:
         """Full command line of the child (after :meth:`start`)."""
         return list(self._args)
+
+    @property
+    def config_path(self) -> str:
+        """The private configuration file the child reads ("" if none)."""
+        return self._config_path
 
     @property
     def pid(self) -> int | None:
@@ -510,27 +586,159 @@ class EmbeddedNATS:
         """
         if self._proc is not None:
             raise RuntimeError("embedded NATS server already started")
-        loop = asyncio.get_running_loop()
         self._binary = find_nats_server(self.opts.nats_server_bin)
+        for path in _sweep_stale_dirs():
+            self._event("DBG", f"Removed {path}, left by an nss process that is gone")
+        self._dir = private_dir.make()
+        try:
+            await self._spawn()
+        except BaseException:
+            self._remove_dir()
+            raise
 
+    async def stop(self, timeout: float = 5.0) -> int | None:
+        """Shut the child down and wait until it is gone.
+
+        SIGINT is nats-server's graceful stop (close clients, exit 0) and
+        takes about a millisecond; SIGKILL follows after ``timeout``. Either
+        way the kernel closes the listeners when the process is reaped, and
+        nats-server binds with SO_REUSEADDR, so the ports are reusable as
+        soon as this returns. A pending restart is cancelled. Returns the
+        exit status (None if never started).
+        """
+        self._stopping = True
+        task = self._restart_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        proc, exited = self._proc, self._exited
+        if proc is None or exited is None:
+            self._remove_dir()
+            return None
+        if not exited.done():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+        rc = await asyncio.shield(exited)
+        if self._watcher is not None:
+            await asyncio.shield(self._watcher)
+        self._remove_dir()
+        return rc
+
+    def reload(self) -> None:
+        """Ask the child to reload its configuration (SIGHUP).
+
+        The private copy is written again from the user's file first, so the
+        child sees the user's edits. nats-server logs the outcome itself
+        (``Reloaded server configuration`` or an error), which reaches nss's
+        log.
+        """
+        if not self.running or self._proc is None:
+            raise NATSServerError("embedded NATS server is not running")
+        if self._config_path:
+            from nss.config import ConfigError
+
+            try:
+                self._write_config()
+            except (OSError, ConfigError) as e:
+                raise NATSServerError(f"unable to reload the configuration: {e}") from e
+        self._proc.send_signal(signal.SIGHUP)
+
+    async def wait_exit(self) -> int:
+        """Wait until the current child exits (for any reason); its status."""
+        if self._exited is None:
+            raise RuntimeError("embedded NATS server not started")
+        return await asyncio.shield(self._exited)
+
+    # ------------------------------------------------------------ internals
+
+    def _event(self, level: str, text: str) -> None:
+        if self._on_event is not None:
+            self._on_event(level, text)
+
+    def _new_process_state(self) -> None:
+        self._proc = None
+        self._reader = self._watcher = self._poller = None
+        self._ready = self._exited = None
+        self._last_lines.clear()
+        self._fatal = None
+        self._log_visible = False
+        self._saw_ready_line = False
+        self._saw_route_listener = False
+
+    def _run_options(self) -> tuple[NATSOptions, list[str]]:
+        """Options and extra flags for the next child: a restarted child
+        keeps the ports the first one bound (flags win over the file, and
+        the last of a repeated flag wins)."""
+        opts, extra = self.opts, []
+        if self.monitor_address:
+            opts = dataclasses.replace(opts, http_port=0, https_port=0)
+        if self._client_port is not None:
+            extra += ["-p", str(self._client_port)]
+        if not self.monitor_address and self._monitor_port is not None:
+            flag = "-ms" if self._monitor_scheme == "https" else "-m"
+            extra += [flag, str(self._monitor_port)]
+        if (
+            self._cluster_port is not None
+            and opts.cluster_listen
+            and not has_credentials(opts.cluster_listen)
+        ):
+            opts = dataclasses.replace(
+                opts, cluster_listen=_with_port(opts.cluster_listen, self._cluster_port)
+            )
+        return opts, extra
+
+    def _write_config(self) -> str:
+        """Write the child's private configuration file; its path, or ""
+        when the child needs none."""
+        base: dict[str, object] = {}
+        if self.opts.config_file:
+            from nss.config_apply import nats_config
+
+            base = nats_config(self.opts.config_file, drop_monitor=bool(self.monitor_address))
+        self._user_config = bool(base)
+        config = child_config(
+            self.opts,
+            base,
+            internal_monitor=bool(self.monitor_address),
+            pins=Pins(client=self._client_port, cluster=self._cluster_port),
+        )
+        if not config:
+            return ""
+        assert self._dir is not None
+        path = os.path.join(self._dir, "nats-server.conf")
+        private_dir.write_private(path, json.dumps(config, indent=2, default=str))
+        self._config_path = path
+        return path
+
+    async def _spawn(self) -> None:
+        """Start one child and wait until it is ready (start and restarts)."""
+        loop = asyncio.get_running_loop()
+        self._new_process_state()
+        assert self._binary is not None and self._dir is not None
+        run_opts, extra = self._run_options()
+        config = self._write_config()
         # With a config file the child might log to a file or syslog instead
         # of its stderr; the ports file is then the readiness signal.
+        own_ports = ""
         if self.opts.ports_file_dir:
             self._ports_dir = self.opts.ports_file_dir
-        elif self.opts.config_file:
-            import tempfile  # only needed in this rare case
-
-            self._tmp_ports_dir = tempfile.mkdtemp(prefix="nss-natsd-")
-            self._ports_dir = self._tmp_ports_dir
-        run_opts, extra = self.opts, []
-        if self.monitor_address:
-            run_opts = dataclasses.replace(self.opts, http_port=0, https_port=0)
-            extra = self._internal_monitor_args()
-        self._args = [
-            self._binary,
-            *build_args(run_opts, ports_file_dir=self._tmp_ports_dir or ""),
-            *extra,
-        ]
+        elif self._user_config:
+            self._ports_dir = own_ports = self._dir
+        else:
+            self._ports_dir = None
+        args = build_args(
+            dataclasses.replace(run_opts, config_file=config if self._user_config else ""),
+            ports_file_dir=own_ports,
+        )
+        if config and not self._user_config:
+            args += ["-c", config]
+        self._args = [self._binary, *args, *extra]
 
         self._ready = loop.create_future()
         self._exited = loop.create_future()
@@ -546,7 +754,6 @@ class EmbeddedNATS:
                 preexec_fn=_make_preexec(),
             )
         except OSError as e:
-            self._cleanup_ports_dir()
             raise NATSServerError(
                 f"cannot run nats-server {self._binary!r}: {e}"
             ) from e
@@ -575,53 +782,8 @@ class EmbeddedNATS:
             if self._poller is not None:
                 self._poller.cancel()
 
-    async def stop(self, timeout: float = 5.0) -> int | None:
-        """Shut the child down and wait until it is gone.
-
-        SIGINT is nats-server's graceful stop (close clients, exit 0) and
-        takes about a millisecond; SIGKILL follows after ``timeout``. Either
-        way the kernel closes the listeners when the process is reaped, and
-        nats-server binds with SO_REUSEADDR, so the ports are reusable as
-        soon as this returns. Returns the exit status (None if never started).
-        """
-        proc, exited = self._proc, self._exited
-        if proc is None or exited is None:
-            return None
-        self._stopping = True
-        if not exited.done():
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(asyncio.shield(exited), timeout)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-        rc = await asyncio.shield(exited)
-        if self._watcher is not None:
-            await asyncio.shield(self._watcher)
-        return rc
-
-    def reload(self) -> None:
-        """Ask the child to reload its ``-c`` configuration (SIGHUP).
-
-        nats-server logs the outcome itself (``Reloaded server
-        configuration`` or an error), which reaches nss's log.
-        """
-        if not self.running or self._proc is None:
-            raise NATSServerError("embedded NATS server is not running")
-        self._proc.send_signal(signal.SIGHUP)
-
-    async def wait_exit(self) -> int:
-        """Wait until the child exits (for any reason) and return its status."""
-        if self._exited is None:
-            raise RuntimeError("embedded NATS server not started")
-        return await asyncio.shield(self._exited)
-
-    # ------------------------------------------------------------ internals
-
     async def _abort(self) -> None:
         """Kill a child that failed to start; its error is reported by start()."""
-        self._stopping = True
         if self._proc is not None and self._exited is not None:
             if not self._exited.done():
                 with contextlib.suppress(ProcessLookupError):
@@ -630,51 +792,79 @@ class EmbeddedNATS:
         if self._watcher is not None:
             await asyncio.shield(self._watcher)
 
-    def _cleanup_ports_dir(self) -> None:
-        if self._tmp_ports_dir:
-            shutil.rmtree(self._tmp_ports_dir, ignore_errors=True)
-            self._tmp_ports_dir = None
-        if self._tmp_conf_dir:
-            shutil.rmtree(self._tmp_conf_dir, ignore_errors=True)
-            self._tmp_conf_dir = None
+    def _remove_dir(self) -> None:
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
-    def _internal_monitor_args(self) -> list[str]:
-        """Flags giving the child an internal monitoring port for nss to proxy.
+    def _child_died(self, rc: int) -> None:
+        """An unplanned exit of a child that was serving (or of a restart
+        attempt): restart it, or give up and tell ``on_exit``."""
+        policy = self._restart_policy
+        if policy is None:
+            self.failure = f"embedded NATS server exited unexpectedly (status {rc})"
+        else:
+            now = time.monotonic()
+            self._exit_times.append(now)
+            while now - self._exit_times[0] > policy.window:
+                self._exit_times.popleft()
+            exits = len(self._exit_times)
+            if exits < policy.max_exits:
+                self._restart_task = asyncio.get_running_loop().create_task(
+                    self._restart(rc, policy.delay(exits)), name="natsd-restart"
+                )
+                return
+            self.failure = (
+                f"embedded NATS server exited {exits} times within {policy.window:g}s "
+                f"(last status {rc}), giving up"
+            )
+        self._remove_dir()
+        if self._on_exit is not None:
+            # Via the loop so a failing callback reaches the loop's exception
+            # handler instead of breaking stop()/wait_exit().
+            asyncio.get_running_loop().call_soon(self._on_exit, rc)
 
-        nats-server has no flag for the monitoring host (it follows ``-a``,
-        so with the default 0.0.0.0 a random port would be open to the
-        network), but a config file can set it: without a user ``-c`` the
-        child gets a one-line file binding a random loopback port. A user
-        config file cannot be combined with a second one, so then ``-m -1``
-        binds a random port on the config's/``-a`` host. The file is kept
-        until the child exits so that a SIGHUP reload still finds it.
-        """
-        if self.opts.config_file:
-            return ["-m", "-1"]
-        import tempfile  # only needed with monitoring
-
-        self._tmp_conf_dir = tempfile.mkdtemp(prefix="nss-natsd-")
-        path = os.path.join(self._tmp_conf_dir, "monitor.conf")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write('http: "127.0.0.1:-1"\n')
-        # nss's implementation detail, not the user's configuration
-        self._hidden_conf_line = f"Using configuration file: {path}"
-        return ["-c", path]
+    async def _restart(self, rc: int, delay: float) -> None:
+        self._event(
+            "ERR",
+            f"embedded NATS server exited unexpectedly (status {rc}), "
+            f"restarting it in {delay:g}s",
+        )
+        await asyncio.sleep(delay)
+        if self._stopping:
+            return
+        try:
+            await self._spawn()
+        except NATSServerError as e:
+            self._event("ERR", f"embedded NATS server could not be restarted: {e}")
+            if not self._stopping:
+                self._child_died(e.returncode if e.returncode is not None else -1)
+            return
+        self.restarts += 1
+        self._event(
+            "INF", f"embedded NATS server restarted (pid {self.pid}) on {self.client_url}"
+        )
 
     def _public_text(self, level: str, text: str) -> str | None:
         """The child's log text as the user should see it (None: hidden).
 
-        With nss owning the monitoring port, the child's monitor line would
-        name the internal port; it is rewritten to the user's address so the
-        log reads as the Go server's does.
+        nss's private configuration file is an implementation detail: the
+        line naming it names the user's file instead, or is hidden. With
+        nss owning the monitoring port, the child's monitor line would name
+        the internal port; it is rewritten to the user's address so the log
+        reads as the Go server's does.
         """
-        if not self.monitor_address or level != "INF":
+        if level != "INF":
             return text
-        if _MONITOR_RE.match(text):
+        if self._config_path:
+            if text.startswith(_CONF_LINE + self._config_path):
+                return _CONF_LINE + self.opts.config_file if self._user_config else None
+            # the digest of a file with credentials in a known layout would
+            # let a log reader test guesses offline
+            text = _DIGEST_RE.sub("", text)
+        if self.monitor_address and _MONITOR_RE.match(text):
             scheme, _, hostport = self.monitor_address.partition("://")
             return f"Starting {scheme} monitor on {hostport}"
-        if self._hidden_conf_line and text.startswith(self._hidden_conf_line):
-            return None
         return text
 
     def _set_ready(self) -> None:
@@ -817,23 +1007,21 @@ class EmbeddedNATS:
         """Reap the child and report how it ended.
 
         Before readiness an exit becomes start()'s error; afterwards, unless
-        we asked for it, it is reported through ``on_exit``.
+        we asked for it, it is an unplanned exit (:meth:`_child_died`).
         """
-        assert self._proc is not None and self._exited is not None
-        rc = await self._proc.wait()
-        if self._reader is not None:
+        proc, reader, ready, exited = self._proc, self._reader, self._ready, self._exited
+        assert proc is not None and exited is not None and ready is not None
+        rc = await proc.wait()
+        if reader is not None:
             # The pipe hits EOF when the child is gone; drain the last lines
             # (they usually say why) before reporting.
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
-        self._cleanup_ports_dir()
-        was_ready = self._ready is not None and self._ready.done()
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(self._start_failure(rc))
+                await asyncio.wait_for(asyncio.shield(reader), 2.0)
+        was_ready = ready.done()
+        if not ready.done():
+            ready.set_exception(self._start_failure(rc))
             # start() may already have stopped waiting (timeout/cancel).
-            self._ready.exception()
-        self._exited.set_result(rc)
-        if was_ready and not self._stopping and self._on_exit is not None:
-            # Via the loop so a failing callback reaches the loop's exception
-            # handler instead of breaking stop()/wait_exit().
-            asyncio.get_running_loop().call_soon(self._on_exit, rc)
+            ready.exception()
+        exited.set_result(rc)
+        if was_ready and not self._stopping:
+            self._child_died(rc)

@@ -146,6 +146,19 @@ class Sublist(Generic[T]):
         _get_subjects(self._root, "", out)
         return out
 
+    def num_levels(self) -> int:
+        """Go's ``NumLevels``: the depth of the trie (tokens of the longest
+        subject), which sets the indentation of the banner's channel tree."""
+        return _depth(self._root, 0)
+
+
+def _depth(level: _Level[T] | None, depth: int) -> int:
+    if level is None or level.num_nodes() == 0:
+        return depth
+    depth += 1
+    nodes = [*level.nodes.values(), level.pwc, level.fwc]
+    return max(_depth(n.next, depth) for n in nodes if n is not None)
+
 
 def _match_level(level: _Level[T] | None, toks: list[str], results: list[T]) -> None:
     pwc: _Node[T] | None = None

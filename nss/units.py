@@ -16,6 +16,7 @@ that the command line stays cheap to load.
 
 from __future__ import annotations
 
+import math
 import re
 
 INT64_MIN = -(1 << 63)
@@ -170,6 +171,15 @@ def _fmt_frac(value: int, unit: int) -> str:
         return str(whole)
     digits = len(str(unit)) - 1
     return f"{whole}.{frac:0{digits}d}".rstrip("0")
+
+
+def friendly_bytes(n: int) -> str:
+    """Go's ``util.FriendlyBytes``: ``512 B``, ``1.00 KB``, ``976.56 MB``
+    (powers of 1024, two decimals), as the Go server logs sizes."""
+    if n < 1024:
+        return f"{n} B"
+    exp = min(int(math.log(n) / math.log(1024)), 6)
+    return f"{n / 1024**exp:.2f} {'KMGTPE'[exp - 1]}B"
 
 
 def go_quote(s: str) -> str:

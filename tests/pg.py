@@ -6,7 +6,8 @@ what can go wrong, and none of that shows with a fake. So the tests run
 Debian's PostgreSQL binaries (``/usr/lib/postgresql/*/bin``; ``scripts/test``
 installs the ``postgresql`` package when they are missing): ``initdb`` into a
 temporary directory, one server on a free loopback port with fsync on, one
-database per test module created with ``sql/postgres.db.sql``.
+database per test module created with the shipped schema script
+(``nss --sql_schema postgres``).
 
 PostgreSQL refuses to run as root, so when the tests run as root the server
 binaries run as the ``postgres`` user (created by the Debian package).
@@ -33,8 +34,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = ROOT / "sql" / "postgres.db.sql"
+from nss.sql import script as schema_script
 
 
 def find_bindir() -> Path | None:
@@ -141,7 +141,7 @@ class PgServer:
         self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         self.admin(f'CREATE DATABASE "{name}"')
         if schema:
-            self.run_script(name, SCHEMA.read_text())
+            self.run_script(name, schema_script("postgres"))
         return self.dsn(name)
 
     def run_script(self, dbname: str, text: str) -> None:

@@ -94,3 +94,23 @@ class NssServer(NssProcess):
         self.wait_for_line(READY_LINE)
 
 
+
+
+def nats_child_pid(p: NssProcess, timeout: float = 10.0) -> int:
+    """The pid of nss's nats-server child (a new one after a restart)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for task in Path(f"/proc/{p.proc.pid}/task").glob("*"):
+            try:
+                kids = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for kid in kids:
+                try:
+                    if Path(f"/proc/{kid}/comm").read_text().strip() == "nats-server":
+                        return int(kid)
+                except OSError:
+                    continue
+        if time.monotonic() > deadline:
+            raise AssertionError("nss has no nats-server child")
+        time.sleep(0.02)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from nss import redact
 from nss.nats.errors import (
     MaxPayloadError,
     NatsError,
@@ -164,7 +165,8 @@ class NatsConnection:
             except (TimeoutError, OSError, NatsError, ssl.SSLError) as e:
                 last = e
         else:
-            raise NatsError(f"could not connect to NATS at {', '.join(self.opts.servers)}: {last}")
+            where = ", ".join(redact.url(u) for u in self.opts.servers)
+            raise NatsError(f"could not connect to NATS at {where}: {last}")
         self._start_reader()
 
     async def _open(self, addr: ServerAddr) -> None:

@@ -13,10 +13,11 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from nss import __version__
 from nss.log import get_logger
 from nss.nats.connection import NatsConnection, NatsError
 from nss.nuid import next_nuid
-from nss.options import Options
+from nss.options import VERSION, Options
 from nss.pb import spb_pb2 as spb
 from nss.sdnotify import Notifier
 from nss.server import startup
@@ -96,7 +97,9 @@ class StanServer:
         loop = asyncio.get_running_loop()
         self.fatal = loop.create_future()
         s = self.sopts
-        self.log.info(f"Starting nats-streaming-server[{s.cluster_id}] version 0.25.6 (nss)")
+        self.log.info(
+            f"Starting nats-streaming-server[{s.cluster_id}] version {VERSION} (nss {__version__})"
+        )
         self.log.info(f"ServerID: {self.server_id}")
         self.log.info(f"Python version: {sys.version.split()[0]}")
         # -m/-ms: bound before NATS starts, as Go's monitor listener is
@@ -238,29 +241,34 @@ class StanServer:
 
     # ================================================================ NATS
     async def _start_embedded_nats(self) -> None:
-        from nss.natsd import EmbeddedNATS
+        """Run the nats-server child. A child that dies is restarted on the
+        same ports (clients, nss's own connections too, reconnect); one
+        that keeps dying ends nss with a fatal line. In FT mode too: the
+        store lock, not NATS, decides who writes, so a member whose NATS
+        blinked cannot become a second writer (README, fault tolerance)."""
+        from nss.natsd import EmbeddedNATS, RestartPolicy
 
         nlog = get_logger("NATS")
+        levels = {"DBG": "debug", "TRC": "debug", "WRN": "warning", "ERR": "error", "FTL": "error"}
 
         def log_line(level: str, text: str) -> None:
-            fn = {
-                "DBG": nlog.debug,
-                "TRC": nlog.debug,
-                "WRN": nlog.warning,
-                "ERR": nlog.error,
-                "FTL": nlog.error,
-            }.get(level, nlog.info)
-            fn(text)
+            getattr(nlog, levels.get(level, "info"))(text)
+
+        def on_event(level: str, text: str) -> None:
+            getattr(self.log, levels.get(level, "info"))(text)
 
         def on_exit(rc: int) -> None:
             if not self._shutdown:
-                self._set_fatal(f"embedded NATS server exited unexpectedly (status {rc})")
+                reason = self.natsd.failure if self.natsd is not None else ""
+                self._set_fatal(reason or f"embedded NATS server exited unexpectedly (status {rc})")
 
         self.natsd = EmbeddedNATS(
             self.opts.nats,
             log_line=log_line,
             on_exit=on_exit,
             monitor_address=self.monitor.address if self.monitor is not None else "",
+            restart=RestartPolicy(),
+            on_event=on_event,
         )
         await self.natsd.start()
         self.nats_url = self.natsd.client_url

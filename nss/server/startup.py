@@ -13,9 +13,10 @@ from google.protobuf.message import DecodeError
 
 from nss.nats.connection import ConnectOptions, NatsConnection, NatsError, NoRespondersError
 from nss.nuid import next_nuid
-from nss.options import ChannelLimits, Options, StreamingOptions
+from nss.options import Options, StreamingOptions
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
+from nss.redact import url_list
 from nss.server.core.channels import ChannelRegistry
 from nss.server.core.clients import ClientRegistry
 from nss.server.core.recovery import restore_state
@@ -70,14 +71,14 @@ async def connect_nats(opts: Options, nats_url: str, log: Any) -> NatsConnection
     conn = NatsConnection(
         connect_options(opts, nats_url),
         on_disconnect=lambda: log.warning("Disconnected from NATS"),
-        on_reconnect=lambda: log.info(f"Reconnected to NATS at {nats_url}"),
+        on_reconnect=lambda: log.info(f"Reconnected to NATS at {url_list(nats_url)}"),
         on_error=lambda e: log.error(e),
     )
     try:
         await conn.connect()
     except NatsError as e:
         raise StartupError(str(e)) from e
-    log.info(f"Connected to NATS at {nats_url}")
+    log.info(f"Connected to NATS at {url_list(nats_url)}")
     return conn
 
 
@@ -150,43 +151,11 @@ def _recover(store: Store, s: StreamingOptions) -> RecoveredState | None:
 
 # ---------------------------------------------------------------- banner
 def log_limits(s: StreamingOptions, log: Any) -> None:
-    """The limits table of the start-up banner; '*' marks inherited values."""
-    lim = s.store_limits
+    """The limits table of the start-up banner, as the Go server logs it."""
+    from nss.stores.limits import banner_lines
 
-    def fmt(v: float, kind: str = "") -> str:
-        if not v:
-            return "unlimited"
-        if kind == "bytes":
-            return f"{v / (1024 * 1024):.2f} MB"
-        if kind == "dur":
-            return f"{v:g}s"
-        return str(int(v))
-
-    def rows(cl: ChannelLimits, own: ChannelLimits | None, indent: str) -> None:
-        for label, field, kind in (
-            ("Subscriptions", "max_subscriptions", ""),
-            ("Messages     ", "max_msgs", ""),
-            ("Bytes        ", "max_bytes", "bytes"),
-            ("Age          ", "max_age", "dur"),
-            ("Inactivity   ", "max_inactivity", "dur"),
-        ):
-            star = " *" if own is None or getattr(own, field) == 0 else ""
-            value = fmt(getattr(cl, field), kind)
-            log.info(f"{indent}{label}: {value:>{16 - len(indent)}}{star}")
-
-    log.info("---------- Store Limits ----------")
-    log.info(f"Channels:        {fmt(lim.max_channels):>14} *")
-    log.info("--------- Channels Limits --------")
-    rows(lim, None, "  ")
-    if lim.per_channel:
-        from nss.stores.limits import resolved
-
-        res = resolved(lim)
-        log.info("--------- List of Channels ---------")
-        for name in sorted(res.per_channel):
-            log.info(name)
-            rows(res.per_channel[name], lim.per_channel.get(name), "   ")
-    log.info("----------------------------------")
+    for line in banner_lines(s.store_limits):
+        log.info(line)
 
 
 # ---------------------------------------------------------------- other servers

@@ -95,6 +95,7 @@ from nss.stores.filerec import (
     u32_array,
     u64_array,
 )
+from nss.units import friendly_bytes
 
 _log = get_logger()
 
@@ -113,15 +114,6 @@ _MIN_CACHE = 1024 * 1024
 # make memory grow with the number of channels (Go bounds it by a 1 s TTL only).
 _CACHE_BUDGET = 64 * 1024 * 1024
 _SLICE_IDLE_TICKS = 2  # background ticks (~1 s each) before an idle slice is closed
-
-
-def friendly_bytes(n: int) -> str:
-    """Go's ``util.FriendlyBytes`` (used in the limits warning)."""
-    f = float(n)
-    if f < 1024:
-        return f"{int(f)} B" if f == int(f) else f"{f} B"
-    exp = int(math.log(f) / math.log(1024))
-    return f"{f / 1024**exp:.2f} {'KMGTPE'[exp - 1]}B"
 
 
 def validate_file_options(o: FileOptions) -> None:

@@ -22,18 +22,26 @@ from dataclasses import dataclass, field, replace
 
 from nss.options import ChannelLimits, StoreLimits
 from nss.subjects import Sublist, is_channel_name_literal, is_channel_name_valid
-from nss.units import format_duration, go_quote
+from nss.units import (
+    format_duration,
+    format_duration_ns,
+    friendly_bytes,
+    go_quote,
+    seconds_to_ns,
+)
 
 __all__ = [
     "ResolvedLimits",
+    "banner_lines",
     "build",
     "go_quote",
     "invalidate",
+    "is_channel_name_literal",
+    "is_channel_name_valid",
     "lookup",
     "resolved",
     "validate",
 ]
-
 
 # ---------------------------------------------------------------------------
 # Validation and inheritance
@@ -138,6 +146,13 @@ class ResolvedLimits:
     def __iter__(self) -> Iterator[tuple[str, ChannelLimits]]:
         return iter(self.per_channel.items())
 
+    def subjects(self) -> list[str]:
+        """The per-channel entries, widest first (Go's ``Subjects`` order)."""
+        return self._sublist.subjects()
+
+    def num_levels(self) -> int:
+        return self._sublist.num_levels()
+
 
 def build(limits: StoreLimits) -> ResolvedLimits:
     """Validate ``limits`` and apply Go's inheritance (``applyInheritance``).
@@ -225,3 +240,90 @@ def lookup(limits: StoreLimits, name: str) -> ChannelLimits | None:
     if not limits.per_channel:
         return None
     return resolved(limits).lookup(name)
+
+
+# ---------------------------------------------------------------------------
+# Start-up banner (Go's StoreLimits.Print)
+
+_COUNT, _BYTES, _DURATION = range(3)
+_BANNER_ROWS = (
+    ("Subscriptions", "max_subscriptions", _COUNT),
+    ("Messages", "max_msgs", _COUNT),
+    ("Bytes", "max_bytes", _BYTES),
+    ("Age", "max_age", _DURATION),
+    ("Inactivity", "max_inactivity", _DURATION),
+)
+_TITLE = "---------- Store Limits ----------"
+
+
+def banner_lines(limits: StoreLimits) -> list[str]:
+    """The limits table the Go server logs at start, line for line.
+
+    Operators compare it with what the Go server printed, so it follows
+    Go's rules: a global limit is marked ``*`` only when it is the default
+    (not when it was merely left unset in a file that sets others); sizes
+    read ``976.56 MB``, durations ``24h0m0s``; each per-channel entry is
+    listed under the entry it inherits from, with only the limits it
+    changes. Raises ``ValueError`` if ``limits`` does not validate."""
+    res = resolved(limits)
+    default = StoreLimits()
+    glob = res.global_limits
+    lines = [
+        _TITLE,
+        "Channels:        "
+        + _limit_str(True, limits.max_channels, default.max_channels, _COUNT),
+        "--------- Channels Limits --------",
+    ]
+    for label, name, kind in _BANNER_ROWS:
+        value = _limit_str(True, getattr(glob, name), getattr(default, name), kind)
+        lines.append(f"  {label:<13}: {value}")
+    width = len(_TITLE)
+    if res.per_channel:
+        channel_lines = _channel_tree(res)
+        width = max(width, *(len(line) for line in channel_lines))
+        title = " List of Channels "
+        left = (width - len(title)) // 2
+        lines.append("-" * left + title + "-" * (width - len(title) - left))
+        lines.extend(channel_lines)
+    lines.append("-" * width)
+    return lines
+
+
+def _channel_tree(res: ResolvedLimits) -> list[str]:
+    """Each entry indented by its depth in ``Match`` order, with the limits
+    that differ from the entry (or global limits) it inherits from."""
+    levels = res.num_levels()
+    out: list[str] = []
+    for name in res.subjects():
+        chain = res.match(name)
+        depth = chain.index(name)
+        parent = res.per_channel[chain[depth - 1]] if depth else res.global_limits
+        own = res.per_channel[name]
+        out.append(" " * depth + name)
+        for label, field_name, kind in _BANNER_ROWS:
+            value = _limit_str(
+                False, getattr(own, field_name), getattr(parent, field_name), kind
+            )
+            if value:
+                out.append(f"{' ' * depth} |-> {label:<13} {' ' * (levels - depth)}{value}")
+    return out
+
+
+def _limit_str(is_global: bool, value: float, parent: float, kind: int) -> str:
+    """Go's ``getLimitStr``: the value right-aligned in 13 columns, ``*`` when
+    a global limit equals the default; "" for a per-channel limit that does
+    not change its parent's."""
+    if kind == _DURATION:  # compare like Go, in integer nanoseconds
+        value, parent = seconds_to_ns(value), seconds_to_ns(parent)
+    same = value == parent
+    if same and not is_global:
+        return ""
+    if value == 0:
+        text = "unlimited"
+    elif kind == _BYTES:
+        text = friendly_bytes(int(value))
+    elif kind == _DURATION:
+        text = format_duration_ns(int(value))
+    else:
+        text = str(int(value))
+    return f"{text:>13}{' *' if same else ''}"

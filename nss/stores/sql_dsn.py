@@ -18,11 +18,13 @@ connection attempt in bounded time instead of hanging the reconnect loop.
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from nss import redact
 from nss.stores.base import StoreError
 
 DRIVER_POSTGRES = "postgres"
@@ -73,6 +75,7 @@ def parse_kv_dsn(dsn: str) -> dict[str, str]:
     with ``\\'`` and ``\\\\`` escapes, as libpq and lib/pq accept)."""
     out: dict[str, str] = {}
     i, n = 0, len(dsn)
+    prev = ""
     while i < n:
         while i < n and dsn[i].isspace():
             i += 1
@@ -85,7 +88,10 @@ def parse_kv_dsn(dsn: str) -> dict[str, str]:
         while j < n and dsn[j].isspace():
             j += 1
         if j >= n or dsn[j] != "=" or not key:
-            raise StoreError(f'sql: invalid data source: missing "=" after "{key}"')
+            # after an unquoted password with a space, "key" is its tail
+            shown = redact.REDACTED if prev.lower() == "password" else key
+            raise StoreError(f'sql: invalid data source: missing "=" after "{shown}"')
+        prev = key
         j += 1
         while j < n and dsn[j].isspace():
             j += 1
@@ -171,7 +177,7 @@ def _mysql(source: str) -> SQLTarget:
         return SQLTarget(DRIVER_MYSQL, "mysql+pymysql://" + rest)
     m = _MYSQL_DSN.match(src)
     if m is None:
-        raise StoreError(f"sql: invalid MySQL data source {source!r}")
+        raise StoreError(f"sql: invalid MySQL data source {redact.dsn(source)!r}")
     user = m.group("user") or ""
     password = m.group("password")
     net = (m.group("net") or "tcp").lower()
@@ -218,12 +224,39 @@ def _go_duration_seconds(v: str) -> float:
     return total
 
 
+# --sql_driver -> (Python module that talks to it, what installs that module)
+_DRIVER_MODULES = {
+    DRIVER_POSTGRES: ("psycopg", "pip install 'psycopg[binary]'"),
+    DRIVER_MYSQL: ("pymysql", "pip install 'nss[mysql]'"),
+}
+_DRIVER_ALIASES = {"postgresql": DRIVER_POSTGRES}
+
+
+def check_driver(driver: str) -> str:
+    """The canonical driver name, once its Python module imports.
+
+    Checked before anything starts (and by ``-t``), so a MySQL user without
+    the optional PyMySQL learns which extra to install instead of reading a
+    SQLAlchemy traceback after the NATS server came up."""
+    d = (driver or "").strip().lower()
+    d = _DRIVER_ALIASES.get(d, d)
+    if d not in _DRIVER_MODULES:
+        raise StoreError(
+            f'sql: unknown driver "{driver}", supported drivers: {", ".join(_DRIVER_MODULES)}'
+        )
+    module, install = _DRIVER_MODULES[d]
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise StoreError(
+            f"sql: the {d} driver needs the Python package {module}, which cannot be "
+            f"imported ({e}); install it with: {install}"
+        ) from None
+    return d
+
+
 def parse_source(driver: str, source: str) -> SQLTarget:
     """Resolve ``--sql_driver``/``--sql_source``; StoreError names what is wrong."""
-    d = (driver or "").strip().lower()
-    if d in ("postgres", "postgresql"):
+    if check_driver(driver) == DRIVER_POSTGRES:
         return _postgres(source or "")
-    if d == "mysql":
-        return _mysql(source or "")
-    # the text database/sql gives for a driver it does not know
-    raise StoreError(f'sql: unknown driver "{driver}" (forgotten import?)')
+    return _mysql(source or "")

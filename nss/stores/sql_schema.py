@@ -1,10 +1,10 @@
 """The SQL store's schema: what must exist, and the check made at start.
 
-The server never creates tables (like the Go server, the user runs
-``sql/postgres.db.sql`` or ``sql/mysql.db.sql``), but unlike the Go server,
-which fails on the first statement that touches a missing column with a
-driver error, nss checks the schema when the store opens and names what is
-missing together with the statement that adds it.
+The server never creates tables (like the Go server, the user runs the
+schema script, shipped in ``nss/sql`` and printed by ``nss --sql_schema
+postgres``), but unlike the Go server, which fails on the first statement
+that touches a missing column with a driver error, nss checks the schema when
+the store opens and says in one line what is missing and what fixes it.
 
 Missing secondary indexes are only logged: the Go Postgres script creates
 ``Idx_ChannelsName`` with MySQL syntax, so every database made with it lacks
@@ -19,6 +19,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from nss.log import get_logger
+from nss.sql import schema_command
 from nss.stores.base import StoreError
 
 _log = get_logger()
@@ -106,10 +107,6 @@ _PKS = {
 }
 
 
-def script_name(postgres: bool) -> str:
-    return "sql/postgres.db.sql" if postgres else "sql/mysql.db.sql"
-
-
 def create_table_stmt(table: str, postgres: bool) -> str:
     cols = [c.ddl(postgres) for c in TABLES[table]]
     pk = _PKS.get(table)
@@ -140,28 +137,21 @@ def create_index_stmt(name: str, postgres: bool) -> str:
 
 
 def check_schema(conn: Connection, postgres: bool) -> None:
-    """Raise StoreError naming every missing table or column and the
-    statement that adds it; log missing indexes."""
+    """Raise StoreError naming every missing table or column and what adds
+    it; log missing indexes."""
     insp = inspect(conn)
     tables = {t.lower(): t for t in insp.get_table_names()}
-    problems: list[str] = []
+    missing_tables: list[str] = []
+    missing_cols: list[tuple[str, Column]] = []
     for table, cols in TABLES.items():
         actual = tables.get(table.lower())
         if actual is None:
-            problems.append(
-                f"table {table} is missing (run {script_name(postgres)}, or: "
-                f"{create_table_stmt(table, postgres)})"
-            )
+            missing_tables.append(table)
             continue
         have = {c["name"].lower() for c in insp.get_columns(actual)}
-        for col in cols:
-            if col.name.lower() not in have:
-                problems.append(
-                    f"column {table}.{col.name} is missing (fix: "
-                    f"{add_column_stmt(table, col, postgres)})"
-                )
-    if problems:
-        raise StoreError("sql: database schema is incomplete: " + "; ".join(problems))
+        missing_cols.extend((table, c) for c in cols if c.name.lower() not in have)
+    if missing_tables or missing_cols:
+        raise StoreError(schema_problem(missing_tables, missing_cols, postgres))
     for name, (table, _) in INDEXES.items():
         actual = tables[table.lower()]
         names = {(ix.get("name") or "").lower() for ix in insp.get_indexes(actual)}
@@ -170,3 +160,23 @@ def check_schema(conn: Connection, postgres: bool) -> None:
                 f"SQL store: index {name} is missing, purging and lookups will be slower "
                 f"(fix: {create_index_stmt(name, postgres)})"
             )
+
+
+def schema_problem(
+    missing_tables: list[str], missing_cols: list[tuple[str, Column]], postgres: bool
+) -> str:
+    """One line: what is missing and, once, how to fix it.
+
+    A database with none of the tables (a newcomer who skipped the script)
+    gets the command that creates them; a partial schema (a Go database of
+    an old version, a hand-made one) gets the statements for exactly what is
+    missing, since the idempotent script cannot add a column to an existing
+    table."""
+    command = schema_command("postgres" if postgres else "mysql")
+    if len(missing_tables) == len(TABLES):
+        return f"sql: the database has no nss tables; create them with: {command}"
+    what = [f"table {t} is missing" for t in missing_tables]
+    what += [f"column {t}.{c.name} is missing" for t, c in missing_cols]
+    fixes = [create_table_stmt(t, postgres) for t in missing_tables]
+    fixes += [add_column_stmt(t, c, postgres) for t, c in missing_cols]
+    return f"sql: database schema is incomplete: {', '.join(what)}; fix: {'; '.join(fixes)}"

@@ -22,6 +22,7 @@ import pytest
 from nss.options import ChannelLimits, SQLOptions, StoreLimits
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
+from nss.sql import script as schema_script
 from nss.stores import sql as sqlmod
 from nss.stores.base import StoreError
 from nss.stores.sql import SQLMsgStore, SQLStore
@@ -29,7 +30,6 @@ from nss.stores.sql import SQLMsgStore, SQLStore
 pytest_plugins = ["pg"]
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "go-v0.25.6" / "postgres"
-ROOT = Path(__file__).resolve().parents[2]
 TABLES = "ServerInfo, Clients, Channels, Messages, Subscriptions, SubsPending, StoreLock"
 
 
@@ -106,7 +106,7 @@ def rows(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
 def test_schema_scripts_idempotent_and_drop(pg_server: Any) -> None:
     pg_server.create_db("nss_schema_scripts")
-    pg_server.run_script("nss_schema_scripts", (ROOT / "sql/postgres.db.sql").read_text())
+    pg_server.run_script("nss_schema_scripts", schema_script("postgres"))
     dsn = pg_server.dsn("nss_schema_scripts")
     idx = {r[0] for r in rows(dsn, "SELECT indexname FROM pg_indexes WHERE schemaname='public'")}
     assert {"idx_channelsname", "idx_msgstimestamp", "idx_subspendingseq"} <= idx
@@ -116,7 +116,7 @@ def test_schema_scripts_idempotent_and_drop(pg_server: Any) -> None:
         "ORDER BY ordinal_position",
     )
     assert [c[0] for c in cols] == ["id", "seq", "timestamp", "size", "data"]
-    pg_server.run_script("nss_schema_scripts", (ROOT / "sql/drop_postgres.db.sql").read_text())
+    pg_server.run_script("nss_schema_scripts", schema_script("drop_postgres"))
     assert rows(dsn, "SELECT tablename FROM pg_tables WHERE schemaname='public'") == []
 
 

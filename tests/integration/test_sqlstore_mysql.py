@@ -2,7 +2,7 @@
 
 Runs only where a MariaDB/MySQL server binary and PyMySQL (the ``mysql``
 extra) are installed; it starts a throw-away server on a free loopback port,
-loads ``sql/mysql.db.sql`` and checks the dialect-specific parts: backquoted
+loads the shipped ``mysql.db.sql`` and checks the dialect-specific parts: backquoted
 ``row``, ``INSERT IGNORE`` retries, the session-variable MaxBytes floor on
 recovery, ``LOCK IN SHARE MODE`` fencing, both caching modes and bulk
 inserts.
@@ -28,12 +28,12 @@ from pg import split_sql
 from nss.options import SQLOptions, StoreLimits
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
+from nss.sql import script as schema_script
 from nss.stores.base import StoreError
 from nss.stores.sql import SQLStore
 
 pymysql = pytest.importorskip("pymysql")
 
-ROOT = Path(__file__).resolve().parents[2]
 TABLES = ["ServerInfo", "Clients", "Channels", "Messages", "Subscriptions", "SubsPending"]
 
 
@@ -96,7 +96,7 @@ def mysql_src() -> Iterator[str]:
             cur.execute("CREATE USER 'nss'@'127.0.0.1' IDENTIFIED BY 'pw'")
             cur.execute("GRANT ALL ON nss.* TO 'nss'@'127.0.0.1'")
             cur.execute("USE nss")
-            for stmt in split_sql((ROOT / "sql/mysql.db.sql").read_text()):
+            for stmt in split_sql(schema_script("mysql")):
                 cur.execute(stmt)
         c.close()
         yield f"nss:pw@tcp(127.0.0.1:{port})/nss"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import nss
 from nss import cli
 from nss.cli import UsageError, check_supported, parse_args
 from nss.options import Options
@@ -598,9 +599,10 @@ def test_version_text(tmp_path: Any) -> None:
     fake.write_text("#!/bin/sh\necho 'nats-server: v9.8.7'\n")
     fake.chmod(0o755)
     text = cli.version_text(str(fake))
-    assert (
-        text
-        == "nss (nats-streaming-server compatible) version 0.25.6, nats-server: v9.8.7"
+    # issue 9: nss's own release first, then the Go release it replaces
+    assert text == (
+        f"nss version {nss.__version__}, compatible with nats-streaming-server "
+        "version 0.25.6, nats-server: v9.8.7"
     )
     missing = cli.version_text(str(tmp_path / "nope"))
     assert missing.endswith("nats-server: unknown")
@@ -633,7 +635,7 @@ def test_process_command_line() -> None:
     )
     # the flag after "version" is not parsed: the bundled binary is asked
     assert out.getvalue().startswith(
-        "nss (nats-streaming-server compatible) version 0.25.6"
+        f"nss version {nss.__version__}, compatible with nats-streaming-server version 0.25.6"
     )
 
     parsed = cli.process_command_line(["-p", "1"], out, err)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nss.cli import parse_args
-from nss.config_apply import apply_streaming_config, nats_only_config
+from nss.config_apply import apply_streaming_config, nats_config
 from nss.stores.limits import validate
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -27,9 +27,9 @@ def test_example_loads(path: Path, tmp_path: Path) -> None:
     validate(opts.streaming.store_limits)
     assert opts.streaming.cluster_id
     # the embedded nats-server gets the NATS keys only
-    nats_conf = nats_only_config(str(path), str(tmp_path))
-    assert nats_conf is not None
-    assert "streaming" not in Path(nats_conf).read_text()
+    nats_conf = nats_config(str(path), drop_monitor=True)
+    assert nats_conf
+    assert "streaming" not in nats_conf
 
 
 def test_memory_example_values() -> None:

@@ -253,27 +253,44 @@ def test_metrics_expose_the_flush_latency_hook():
 
 
 def test_embedded_nats_internal_monitoring(tmp_path):
+    import json
+    import stat
+
     from nss.natsd import EmbeddedNATS
     from nss.options import NATSOptions
 
     e = EmbeddedNATS(NATSOptions(http_port=8222), monitor_address="https://0.0.0.0:8222")
-    args = e._internal_monitor_args()
-    assert args[0] == "-c"
-    with open(args[1], encoding="utf-8") as f:
-        assert f.read() == 'http: "127.0.0.1:-1"\n'
+    e._dir = str(tmp_path / "private")
+    os.mkdir(e._dir)
+    path = e._write_config()
+    with open(path, encoding="utf-8") as f:
+        assert json.load(f) == {"http": "127.0.0.1:-1"}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     # the child's monitor line names the user's address; our file is not news
     assert e._public_text("INF", "Starting http monitor on 127.0.0.1:41234") == (
         "Starting https monitor on 0.0.0.0:8222"
     )
-    assert e._public_text("INF", f"Using configuration file: {args[1]} (sha256:ab)") is None
+    assert e._public_text("INF", f"Using configuration file: {path} (sha256:ab)") is None
+    # nor the digest of our file (credentials in a known layout)
+    assert e._public_text("INF", "Reloaded server configuration (sha256:22e7ec)") == (
+        "Reloaded server configuration"
+    )
     assert e._public_text("INF", "Server is ready") == "Server is ready"
-    e._cleanup_ports_dir()
-    assert not os.path.exists(args[1])
-    # a user config file cannot be combined with ours
+    e._remove_dir()
+    assert not os.path.exists(path)
+    # a user config file is merged with ours: its monitoring keys are nss's
+    # to serve, the child's own listener stays on loopback
     conf = tmp_path / "nats.conf"
-    conf.write_text("port: 4222\n")
+    conf.write_text("port: 4222\nhttp_port: 8222\n")
     e = EmbeddedNATS(NATSOptions(config_file=str(conf)), monitor_address="http://h:1")
-    assert e._internal_monitor_args() == ["-m", "-1"]
+    e._dir = str(tmp_path / "d")
+    os.mkdir(e._dir)
+    path = e._write_config()
+    with open(path, encoding="utf-8") as f:
+        assert json.load(f) == {"port": 4222, "http": "127.0.0.1:-1"}
+    assert e._public_text("INF", f"Using configuration file: {path}") == (
+        f"Using configuration file: {conf}"
+    )
     # without nss's listener, the child's own lines pass unchanged
     e = EmbeddedNATS(NATSOptions(http_port=8222))
     line = "Starting http monitor on 0.0.0.0:8222"

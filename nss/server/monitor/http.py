@@ -285,7 +285,10 @@ class MonitorHTTP:
         headers = {}
         if "Content-Type" in request.headers:
             headers["Content-Type"] = request.headers["Content-Type"]
-        url = self._url(self._upstream + request.raw_path, encoded=True)
+        # read each time: a restarted child has a new internal port
+        natsd = self.server.natsd
+        upstream = (natsd.monitor_url if natsd is not None else None) or self._upstream
+        url = self._url(upstream + request.raw_path, encoded=True)
         try:
             async with self._session.request(
                 request.method, url, data=data or None, headers=headers, allow_redirects=False
@@ -312,8 +315,8 @@ class MonitorHTTP:
         ``-m``/``-ms`` address there. Top-level lines are edited in place
         (2-space indent, as nats-server's MarshalIndent writes them) so the
         rest of the document keeps nats-server's exact formatting. The
-        digest of nss's one-line internal config file is dropped too when
-        the user gave no config file (nats-server omits it then).
+        digest is dropped too: it is the digest of nss's private copy of the
+        configuration (credentials included), never of the user's file.
         """
         secure = self.scheme == "https"
         values = {
@@ -321,13 +324,12 @@ class MonitorHTTP:
             b"http_port": b"0" if secure else str(self.port).encode(),
             b"https_port": str(self.port).encode() if secure else b"0",
         }
-        drop_digest = not self.server.opts.nats.config_file
 
         def sub(m: re.Match[bytes]) -> bytes:
             key = m.group(1)
             if key == b"config_digest":
                 # only a line with a comma: dropping the last would leave one
-                return b"" if drop_digest and m.group(3) else m.group(0)
+                return b"" if m.group(3) else m.group(0)
             return b'  "' + key + b'": ' + values[key] + m.group(3) + b"\n"
 
         return _VARZ_LINE.sub(sub, body)

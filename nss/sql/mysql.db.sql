@@ -1,7 +1,7 @@
 -- Schema of the nss SQL store on MySQL: the tables and columns of
 -- nats-streaming-server v0.25.6 (scripts/mysql.db.sql).
 -- Run it once before starting the server (the server never creates tables):
---   mysql nss < sql/mysql.db.sql
+--   nss --sql_schema mysql | mysql nss
 -- Note: BLOB holds at most 65535 bytes; to store larger messages use
 --   ALTER TABLE Messages MODIFY data MEDIUMBLOB;
 

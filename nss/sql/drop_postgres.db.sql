@@ -1,5 +1,6 @@
 -- Removes every table and index of the nss / nats-streaming-server SQL
--- store from a PostgreSQL database (all stored state is lost).
+-- store from a PostgreSQL database (all stored state is lost):
+--   nss --sql_schema drop_postgres | psql -d nss
 DROP INDEX IF EXISTS Idx_ChannelsName;
 DROP INDEX IF EXISTS Idx_MsgsTimestamp;
 DROP INDEX IF EXISTS Idx_SubsPendingSeq;

@@ -2,7 +2,7 @@
 -- nats-streaming-server v0.25.6 (scripts/postgres.db.sql), so that either
 -- server can run on a database written by the other.
 -- Run it once before starting the server (the server never creates tables):
---   psql -d nss -f sql/postgres.db.sql
+--   nss --sql_schema postgres | psql -d nss
 -- Every statement is idempotent, so running it again (or on a database made
 -- by the Go script) only adds what is missing.
 
