@@ -10,9 +10,10 @@ Use it from a test module with::
 
     pytest_plugins = ["tmpfs"]
 
-which provides the fixture ``tmpfs``: ``tmpfs(size_kb, **opts)`` mounts a
-new tmpfs of that size under the test's ``tmp_path`` and returns a
-``Tmpfs``; everything mounted is unmounted at teardown.
+which provides the fixture ``tmpfs``: ``tmpfs(size_kb, extra, at)`` mounts
+a new tmpfs of that size (``extra``: more mount options) on a new directory
+``at`` (default: under the test's ``tmp_path``) and returns a ``Tmpfs``;
+everything mounted is unmounted at teardown.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Tmpfs]]:
         pytest.skip("mounting a tmpfs needs root")
     made: list[Tmpfs] = []
 
-    def make(size_kb: int, extra: str = "", name: str = "") -> Tmpfs:
-        p = tmp_path / (name or f"tmpfs{len(made)}")
+    def make(size_kb: int, extra: str = "", at: Path | None = None) -> Tmpfs:
+        p = at or tmp_path / f"tmpfs{len(made)}"
         p.mkdir()
         t = Tmpfs(p)
         try:

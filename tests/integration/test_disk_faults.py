@@ -1,4 +1,5 @@
-"""A full disk under a real server (a small tmpfs the test mounts).
+"""A full or read-only disk under a real server (a small tmpfs the test
+mounts; for SQL, PostgreSQL's Messages table in a tablespace on one).
 
 What a user must be able to rely on when the disk fills up: a PubAck
 without error means stored, a PubAck with an error means not stored (so a
@@ -12,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from procs import NssProcess, free_port
 from stanclient import StanClient
 
 from nss.pb import protocol_pb2 as pb
 
-pytest_plugins = ["tmpfs"]
+pytest_plugins = ["tmpfs", "pg"]
 
 ENOSPC = "No space left on device"
 PAD = b"p" * 1000
@@ -122,3 +124,69 @@ async def test_crash_on_a_full_disk_then_restart(nss_factory, tmpfs) -> None:
     got = await read_channel(srv2.url, "a", len(stored))
     assert _numbers(got) == stored
     assert [m.sequence for m in got] == list(range(1, len(stored) + 1))
+
+
+async def test_sql_full_tablespace_error_pubacks_are_not_stored(
+    nss_factory, tmpfs, pg_server
+) -> None:
+    """The Messages table lives in a tablespace on a small tmpfs: PostgreSQL
+    fails the transactions that need more room. What was refused is not
+    stored (not even by the store's background retry) and the sequence does
+    not advance; with room again publishing resumes, no gap, no duplicate."""
+    import pwd
+
+    name = "nss_full_tablespace"
+    owner = pwd.getpwnam("postgres")
+    disk = tmpfs(
+        256, f"uid={owner.pw_uid},gid={owner.pw_gid},mode=0700", at=pg_server.tmp / "full-ts"
+    )
+    dsn = pg_server.create_db(name)
+    pg_server.admin(f"CREATE TABLESPACE {name} LOCATION '{disk.path}'")
+    try:
+        pg_server.admin(f"ALTER TABLE Messages SET TABLESPACE {name}", dbname=name)
+        args = ("-st", "sql", "--sql_driver", "postgres", "--sql_source", dsn)
+        srv = nss_factory(*args)
+        c = await StanClient.connect(srv.url, "pub")
+        results = await publish_until_refused(c, "a", refused=40)
+        errors = {e for e in results.values() if e}
+        assert any(ENOSPC in e for e in errors), errors
+        stored = [i for i, e in sorted(results.items()) if not e]
+        assert stored
+        disk.resize(8192)
+        for i in range(100000, 100200):  # refused until the store is back
+            if not await asyncio.wait_for(c.publish_async("a", _payload(i)), 10):
+                stored.append(i)
+                break
+        assert stored[-1] >= 100000, "publishing did not resume"
+        await c.publish("a", _payload(stored[-1] + 1))
+        stored.append(stored[-1] + 1)
+        await c.drop()
+        got = await read_channel(srv.url, "a", len(stored))
+        assert [m.sequence for m in got] == list(range(1, len(stored) + 1))
+        assert _numbers(got) == stored
+        srv.stop(signal.SIGKILL)
+        srv2 = nss_factory(*args, port=srv.port)
+        got = await read_channel(srv2.url, "a", len(stored))
+        assert [m.sequence for m in got] == list(range(1, len(stored) + 1))
+        assert _numbers(got) == stored
+        srv2.stop()
+    finally:
+        pg_server.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_server.admin(f"DROP TABLESPACE IF EXISTS {name}")
+
+
+async def test_read_only_datastore_is_reported_as_such(nss_factory, tmpfs) -> None:
+    """Not "in use by another server": nobody holds the lock, nobody can
+    write there."""
+    disk = tmpfs(1024)
+    d = str(disk.path / "data")
+    nss_factory("-store", "file", "-dir", d).stop()
+    disk.read_only()
+    p = NssProcess(["-p", str(free_port()), "-store", "file", "-dir", d])
+    try:
+        line = p.wait_for_line("Failed to start")
+        assert "read-only file system" in line and d in line
+        assert "in use by another server" not in p.log_text()
+        assert p.proc.wait(10) == 1
+    finally:
+        p.stop()
