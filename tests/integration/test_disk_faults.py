@@ -90,9 +90,18 @@ async def test_full_disk_error_pubacks_are_not_stored_and_restart_needs_no_manua
     assert [m.sequence for m in got] == list(range(1, len(stored) + 6))
     assert _numbers(got) == stored + list(range(100000, 100005))
 
-    # a crash, then a restart on the same disk: no manual step
+    # a crash, then a restart on the same disk: no manual step, not even
+    # for a channel whose subs.dat the crash left without its version
+    # (created, not yet written)
     srv.stop(signal.SIGKILL)
+    late = disk.path / "data" / "late"
+    late.mkdir()
+    (late / "subs.dat").write_bytes(b"")
     srv2 = nss_factory("-store", "file", "-dir", d, port=srv.port)
+    srv2.wait_for_line(f'File "{late / "subs.dat"}" is shorter than its version header')
+    lc = await StanClient.connect(srv2.url, "late")
+    await lc.publish("late", b"x")
+    await lc.close()
     got = await read_channel(srv2.url, "a", len(stored) + 5)
     assert [m.sequence for m in got] == list(range(1, len(stored) + 6))
     assert _numbers(got) == stored + list(range(100000, 100005))
