@@ -198,10 +198,7 @@ class IOPath:
                     self._pubacks.append((reply, pm.guid, None, str(e)))
                 return
         part = self._parts.get(ch)
-        if part is None:
-            part = self._parts[ch] = _ChannelBatch(ch)
-            ch.msgs.mark()
-        elif part.error:
+        if part is not None and part.error:
             if reply:
                 self._pubacks.append((reply, pm.guid, part, ""))
             return
@@ -216,6 +213,9 @@ class IOPath:
             if reply:
                 self._pubacks.append((reply, pm.guid, None, "nats: maximum payload exceeded"))
             return
+        if part is None:
+            part = self._parts[ch] = _ChannelBatch(ch)
+            ch.msgs.mark()
         part.count += 1
         if reply:
             self._pubacks.append((reply, pm.guid, part, ""))

@@ -529,8 +529,8 @@ class SQLMsgStore(MsgStore):
         self._floor = floor
         self._store.discard_rows(self, first, last)
         if self._committed_upto > last:
-            # committed after all (a flush of another part of the batch):
-            # the rows go with the next transaction
+            # rolled back after its rows were committed (not the server's
+            # way, but the contract allows it): they go with the next commit
             self._committed_upto = last
             stmt = self._store.stmts.delete_above
             self._store.journal((stmt, {"id": self.cid, "seq": last}, None))
