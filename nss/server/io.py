@@ -199,6 +199,7 @@ class IOPath:
                 return
         part = self._parts.get(ch)
         if part is not None and part.error:
+            part.count += 1
             if reply:
                 self._pubacks.append((reply, pm.guid, part, ""))
             return
@@ -228,15 +229,12 @@ class IOPath:
         ch.last_ts = ts
 
     def _fail(self, ch: Channel, part: _ChannelBatch, error: str) -> None:
-        """Roll the channel back to where the batch found it."""
+        """Roll the channel back to where the batch found it (logged by
+        ``commit``, once the part is complete)."""
         part.error = error
         ch.msgs.rollback()
         ch.next_seq = part.next_seq
         ch.last_ts = part.last_ts
-        self._server.log.error(
-            f'Unable to store messages on channel "{ch.name}" '
-            f"({part.count} message(s) not stored): {error}"
-        )
 
     async def commit(self) -> None:
         """Flush what the batch stored, deliver it, then acknowledge it.
@@ -271,6 +269,10 @@ class IOPath:
             self.flush_latency.observe(time.perf_counter() - t0)
             for ch, part in parts.items():
                 if part.error:
+                    server.log.error(
+                        f'Unable to store messages on channel "{ch.name}" '
+                        f"({part.count} message(s) not stored): {part.error}"
+                    )
                     continue
                 ch.msgs.release()
                 chans.append(ch)

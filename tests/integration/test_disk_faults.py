@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import pytest
 from procs import NssProcess, free_port
 from stanclient import StanClient
 
@@ -62,12 +63,19 @@ def _numbers(msgs: list[pb.MsgProto]) -> list[int]:
     return [int(m.data[:8]) for m in msgs]
 
 
+# unbuffered with small slices, the disk fills up inside store() (a write,
+# a new slice) rather than in the flush: the rest of the batch must fail too
+@pytest.mark.parametrize(
+    "extra",
+    [(), ("--file_buffer_size", "0", "--file_slice_max_msgs", "16")],
+    ids=["buffered", "unbuffered"],
+)
 async def test_full_disk_error_pubacks_are_not_stored_and_restart_needs_no_manual_step(
-    nss_factory, tmpfs
+    nss_factory, tmpfs, extra: tuple[str, ...]
 ) -> None:
     disk = tmpfs(192)
     d = str(disk.path / "data")
-    srv = nss_factory("-store", "file", "-dir", d)
+    srv = nss_factory("-store", "file", "-dir", d, *extra)
     c = await StanClient.connect(srv.url, "pub")
     results = await publish_until_refused(c, "a", refused=40)
     errors = {e for e in results.values() if e}
@@ -97,7 +105,7 @@ async def test_full_disk_error_pubacks_are_not_stored_and_restart_needs_no_manua
     late = disk.path / "data" / "late"
     late.mkdir()
     (late / "subs.dat").write_bytes(b"")
-    srv2 = nss_factory("-store", "file", "-dir", d, port=srv.port)
+    srv2 = nss_factory("-store", "file", "-dir", d, *extra, port=srv.port)
     srv2.wait_for_line(f'File "{late / "subs.dat"}" is shorter than its version header')
     lc = await StanClient.connect(srv2.url, "late")
     await lc.publish("late", b"x")
