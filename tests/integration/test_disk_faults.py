@@ -135,6 +135,8 @@ async def test_crash_on_a_full_disk_then_restart(nss_factory, tmpfs) -> None:
     assert len(sub.received) <= len(stored)
     assert _numbers(sub.received) == stored[: len(sub.received)]
 
+    free = disk.free_kb()
+    assert free < 16, f"{free} KB free: the disk is not full"
     srv2 = nss_factory("-store", "file", "-dir", d, port=srv.port)
     assert "Streaming Server is ready" in srv2.log_text()
     disk.resize(4096)
