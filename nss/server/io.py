@@ -35,6 +35,23 @@ OP_ACALL = 3  # a coroutine function, run in order and awaited
 _MsgProto = pb.MsgProto
 
 
+class _ChannelBatch:
+    """One channel's part of a batch: what to return to if it fails.
+
+    A failure (a ``store`` or the ``flush`` raising) rolls the channel's
+    message store back to its mark and answers every publish of the part
+    with the error, since none of them is stored; later publishes to the
+    channel in the same batch get the same error without another try."""
+
+    __slots__ = ("next_seq", "last_ts", "count", "error")
+
+    def __init__(self, ch: Channel) -> None:
+        self.next_seq = ch.next_seq
+        self.last_ts = ch.last_ts
+        self.count = 0
+        self.error = ""
+
+
 def encode_puback(guid: str, error: str = "") -> bytes:
     if error:
         return pb.PubAck(guid=guid, error=error).SerializeToString()
@@ -55,8 +72,9 @@ class IOPath:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         # the batch being built
-        self._touched: dict[Channel, None] = {}
-        self._pubacks: list[tuple[str, bytes]] = []
+        self._parts: dict[Channel, _ChannelBatch] = {}
+        # (reply, guid, part or None, error): the part decides at commit
+        self._pubacks: list[tuple[str, str, _ChannelBatch | None, str]] = []
         self._to_deliver: dict[Subscription | QueueGroup, None] = {}
         self._acked: dict[Channel, None] = {}
         self.batches = 0
@@ -130,7 +148,11 @@ class IOPath:
                 self._reset_batch()
 
     def _reset_batch(self) -> None:
-        self._touched.clear()
+        # a bug, not a store failure: keep what was stored, as before marks
+        for ch, part in self._parts.items():
+            if not part.error:
+                ch.msgs.release()
+        self._parts.clear()
         self._pubacks.clear()
         self._to_deliver.clear()
         self._acked.clear()
@@ -173,8 +195,14 @@ class IOPath:
                 ch = server.lookup_or_create_channel(name)
             except (StoreError, ValueError) as e:
                 if reply:
-                    self._pubacks.append((reply, encode_puback(pm.guid, str(e))))
+                    self._pubacks.append((reply, pm.guid, None, str(e)))
                 return
+        part = self._parts.get(ch)
+        if part is not None and part.error:
+            part.count += 1
+            if reply:
+                self._pubacks.append((reply, pm.guid, part, ""))
+            return
         seq = ch.next_seq
         ts = time.time_ns()
         if ts < ch.last_ts:
@@ -184,78 +212,96 @@ class IOPath:
         ).SerializeToString()
         if len(data) > server.max_payload:
             if reply:
-                self._pubacks.append(
-                    (reply, encode_puback(pm.guid, "nats: maximum payload exceeded"))
-                )
+                self._pubacks.append((reply, pm.guid, None, "nats: maximum payload exceeded"))
             return
+        if part is None:
+            part = self._parts[ch] = _ChannelBatch(ch)
+            ch.msgs.mark()
+        part.count += 1
+        if reply:
+            self._pubacks.append((reply, pm.guid, part, ""))
         try:
             ch.msgs.store(seq, ts, data)
         except StoreError as e:
-            if reply:
-                self._pubacks.append((reply, encode_puback(pm.guid, str(e))))
+            self._fail(ch, part, str(e))
             return
         ch.next_seq = seq + 1
         ch.last_ts = ts
-        self._touched[ch] = None
-        if reply:
-            self._pubacks.append((reply, encode_puback(pm.guid)))
+
+    def _fail(self, ch: Channel, part: _ChannelBatch, error: str) -> None:
+        """Roll the channel back to where the batch found it (logged by
+        ``commit``, once the part is complete)."""
+        part.error = error
+        ch.msgs.rollback()
+        ch.next_seq = part.next_seq
+        ch.last_ts = part.last_ts
 
     async def commit(self) -> None:
         """Flush what the batch stored, deliver it, then acknowledge it.
 
-        A failed flush (database away, disk error) acknowledges nothing: every
-        publisher of the batch gets an error PubAck instead of silence, and
-        the store keeps what it could not write for the next flush."""
-        touched = self._touched
+        Channel by channel: a channel whose flush fails (disk full, database
+        away) is rolled back and its publishers get error PubAcks, so an
+        error always means "not stored"; the other channels of the batch
+        are delivered and acknowledged. Subscription records that cannot be
+        written are logged and kept for the next flush: the messages are
+        stored all the same."""
+        parts = self._parts
         to_deliver = self._to_deliver
         pubacks = self._pubacks
         acked = self._acked
-        if not touched and not to_deliver and not pubacks and not acked:
+        if not parts and not to_deliver and not pubacks and not acked:
             return
         server = self._server
         self.batches += 1
         self.batched_msgs += len(pubacks)
         deliverer = server.deliverer
         chans: list[Channel] = []
-        try:
-            if touched:
-                chans = list(touched)
-                touched.clear()
-                t0 = time.perf_counter()
-                for ch in chans:
+        if parts:
+            self._parts = {}
+            t0 = time.perf_counter()
+            for ch, part in parts.items():
+                if part.error:
+                    continue
+                try:
                     await ch.msgs.flush()
-                self.flush_latency.observe(time.perf_counter() - t0)
-                for ch in chans:
-                    self._deliver(deliverer.deliver_channel, ch)
-                    server.after_publish(ch)
-            if to_deliver:
-                targets = list(to_deliver)
-                to_deliver.clear()
-                for t in targets:
-                    if hasattr(t, "members"):
-                        self._deliver(deliverer.deliver_group, t)
-                    else:
-                        self._deliver(deliverer.deliver_sub, t)
-                    chans.append(t.channel)
-            if acked:
-                chans.extend(acked)
-                acked.clear()
-            for ch in dict.fromkeys(chans):
-                await ch.subs_store.flush()
-        except StoreError as e:
-            server.log.error(f"Unable to store: {e}")
+                except StoreError as e:
+                    self._fail(ch, part, str(e))
+            self.flush_latency.observe(time.perf_counter() - t0)
+            for ch, part in parts.items():
+                if part.error:
+                    server.log.error(
+                        f'Unable to store messages on channel "{ch.name}" '
+                        f"({part.count} message(s) not stored): {part.error}"
+                    )
+                    continue
+                ch.msgs.release()
+                chans.append(ch)
+                self._deliver(deliverer.deliver_channel, ch)
+                server.after_publish(ch)
+        if to_deliver:
+            targets = list(to_deliver)
             to_deliver.clear()
+            for t in targets:
+                if hasattr(t, "members"):
+                    self._deliver(deliverer.deliver_group, t)
+                else:
+                    self._deliver(deliverer.deliver_sub, t)
+                chans.append(t.channel)
+        if acked:
+            chans.extend(acked)
             acked.clear()
-            self._pubacks = []
-            publish = server.conn.publish
-            for reply, data in pubacks:
-                publish(reply, _as_error(data, str(e)))
-            return
+        for ch in dict.fromkeys(chans):
+            try:
+                await ch.subs_store.flush()
+            except StoreError as e:
+                server.log.error(f'Unable to store subscription state of channel "{ch.name}": {e}')
         if pubacks:
             self._pubacks = []
             publish = server.conn.publish
-            for reply, data in pubacks:
-                publish(reply, data)
+            for reply, guid, part, error in pubacks:
+                if not error and part is not None:
+                    error = part.error
+                publish(reply, encode_puback(guid, error))
 
     def _deliver(self, fn: Callable[[Any], None], target: Any) -> None:
         """A store read failing (database away) stops this delivery only; it
@@ -265,9 +311,3 @@ class IOPath:
         except StoreError as e:
             self._server.log.error(f"Unable to deliver on {target.channel.name}: {e}")
 
-
-def _as_error(puback: bytes, error: str) -> bytes:
-    ack = pb.PubAck.FromString(puback)
-    if ack.error:
-        return puback
-    return encode_puback(ack.guid, error)
