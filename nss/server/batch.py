@@ -1,9 +1,10 @@
 """The publish batch: the per-message work of the server in one small unit.
 
 Publishes and acks accumulate here; ``commit`` makes them durable (each
-touched store flushed once), delivers, and only then sends the PubAcks. A
-failed flush acknowledges nothing: every publisher of the batch gets an
-error PubAck instead.
+touched store flushed once), delivers, and only then sends the PubAcks.
+Success and failure are decided channel by channel: a channel whose store
+fails is rolled back to where the batch found it and its publishers get
+error PubAcks, so an error PubAck always means "not stored".
 
 Its inputs and outputs are plain values (subjects, guids, payload bytes,
 sequence numbers) plus the channel objects it appends to, and it reaches
@@ -38,12 +39,21 @@ def encode_puback(guid: str, error: str = "") -> bytes:
     return pb.PubAck(guid=guid).SerializeToString()
 
 
-def as_error(puback: bytes, error: str) -> bytes:
-    """The error form of a PubAck (an error one keeps its own error)."""
-    ack = pb.PubAck.FromString(puback)
-    if ack.error:
-        return puback
-    return encode_puback(ack.guid, error)
+class _ChannelPart:
+    """One channel's part of a batch: what to return to if it fails.
+
+    A failure (a ``store`` or the ``flush`` raising) rolls the channel's
+    message store back to its mark and answers every publish of the part
+    with the error, since none of them is stored; later publishes to the
+    channel in the same batch get the same error without another try."""
+
+    __slots__ = ("next_seq", "last_ts", "count", "error")
+
+    def __init__(self, ch: Channel) -> None:
+        self.next_seq = ch.next_seq
+        self.last_ts = ch.last_ts
+        self.count = 0
+        self.error = ""
 
 
 class Delivery(Protocol):
@@ -75,8 +85,9 @@ class PublishBatch:
         self._after_publish = after_publish
         self.max_payload = max_payload
         self._log = log
-        self._touched: dict[Channel, None] = {}
-        self._pubacks: list[tuple[str, bytes]] = []
+        self._parts: dict[Channel, _ChannelPart] = {}
+        # (reply, guid, part or None, error): the part decides at commit
+        self._pubacks: list[tuple[str, str, _ChannelPart | None, str]] = []
         self._to_deliver: dict[Subscription | QueueGroup, None] = {}
         self._acked: dict[Channel, None] = {}
         self.batches = 0
@@ -90,7 +101,13 @@ class PublishBatch:
             ch = self._channel(subject)
         except (StoreError, ValueError) as e:
             if reply:
-                self._pubacks.append((reply, encode_puback(guid, str(e))))
+                self._pubacks.append((reply, guid, None, str(e)))
+            return
+        part = self._parts.get(ch)
+        if part is not None and part.error:
+            part.count += 1
+            if reply:
+                self._pubacks.append((reply, guid, part, ""))
             return
         seq = ch.next_seq
         ts = time.time_ns()
@@ -101,19 +118,29 @@ class PublishBatch:
         ).SerializeToString()
         if len(encoded) > self.max_payload:
             if reply:
-                self._pubacks.append((reply, encode_puback(guid, ERR_MAX_PAYLOAD)))
+                self._pubacks.append((reply, guid, None, ERR_MAX_PAYLOAD))
             return
+        if part is None:
+            part = self._parts[ch] = _ChannelPart(ch)
+            ch.msgs.mark()
+        part.count += 1
+        if reply:
+            self._pubacks.append((reply, guid, part, ""))
         try:
             ch.msgs.store(seq, ts, encoded)
         except StoreError as e:
-            if reply:
-                self._pubacks.append((reply, encode_puback(guid, str(e))))
+            self._fail(ch, part, str(e))
             return
         ch.next_seq = seq + 1
         ch.last_ts = ts
-        self._touched[ch] = None
-        if reply:
-            self._pubacks.append((reply, encode_puback(guid)))
+
+    def _fail(self, ch: Channel, part: _ChannelPart, error: str) -> None:
+        """Roll the channel back to where the batch found it (logged by
+        ``commit``, once the part is complete)."""
+        part.error = error
+        ch.msgs.rollback()
+        ch.next_seq = part.next_seq
+        ch.last_ts = part.last_ts
 
     def add_ack(self, sub: Subscription, seq: int) -> None:
         if self._deliverer.ack(sub, seq):
@@ -126,7 +153,12 @@ class PublishBatch:
         self._to_deliver[target] = None
 
     def reset(self) -> None:
-        self._touched.clear()
+        """After a bug (not a store failure): keep what was stored, as
+        before marks existed."""
+        for ch, part in self._parts.items():
+            if not part.error:
+                ch.msgs.release()
+        self._parts.clear()
         self._pubacks.clear()
         self._to_deliver.clear()
         self._acked.clear()
@@ -134,58 +166,67 @@ class PublishBatch:
     async def commit(self) -> None:
         """Flush what the batch stored, deliver it, then acknowledge it.
 
-        A failed flush (database away, disk error) acknowledges nothing: every
-        publisher of the batch gets an error PubAck instead of silence, and
-        the store keeps what it could not write for the next flush."""
-        touched = self._touched
+        Channel by channel: a channel whose flush fails (disk full, database
+        away) is rolled back and its publishers get error PubAcks; the other
+        channels of the batch are delivered and acknowledged. Subscription
+        records that cannot be written are logged and kept for the next
+        flush: the messages are stored all the same."""
+        parts = self._parts
         to_deliver = self._to_deliver
         pubacks = self._pubacks
         acked = self._acked
-        if not touched and not to_deliver and not pubacks and not acked:
+        if not parts and not to_deliver and not pubacks and not acked:
             return
         self.batches += 1
         self.batched_msgs += len(pubacks)
         deliverer = self._deliverer
         chans: list[Channel] = []
-        try:
-            if touched:
-                chans = list(touched)
-                touched.clear()
-                t0 = time.perf_counter()
-                for ch in chans:
+        if parts:
+            self._parts = {}
+            t0 = time.perf_counter()
+            for ch, part in parts.items():
+                if part.error:
+                    continue
+                try:
                     await ch.msgs.flush()
-                self.flush_latency.observe(time.perf_counter() - t0)
-                for ch in chans:
-                    self._deliver(deliverer.deliver_channel, ch)
-                    self._after_publish(ch)
-            if to_deliver:
-                targets = list(to_deliver)
-                to_deliver.clear()
-                for t in targets:
-                    if isinstance(t, QueueGroup):
-                        self._deliver(deliverer.deliver_group, t)
-                    else:
-                        self._deliver(deliverer.deliver_sub, t)
-                    chans.append(t.channel)
-            if acked:
-                chans.extend(acked)
-                acked.clear()
-            for ch in dict.fromkeys(chans):
-                await ch.subs_store.flush()
-        except StoreError as e:
-            self._log.error(f"Unable to store: {e}")
+                except StoreError as e:
+                    self._fail(ch, part, str(e))
+            self.flush_latency.observe(time.perf_counter() - t0)
+            for ch, part in parts.items():
+                if part.error:
+                    self._log.error(
+                        f'Unable to store messages on channel "{ch.name}" '
+                        f"({part.count} message(s) not stored): {part.error}"
+                    )
+                    continue
+                ch.msgs.release()
+                chans.append(ch)
+                self._deliver(deliverer.deliver_channel, ch)
+                self._after_publish(ch)
+        if to_deliver:
+            targets = list(to_deliver)
             to_deliver.clear()
+            for t in targets:
+                if isinstance(t, QueueGroup):
+                    self._deliver(deliverer.deliver_group, t)
+                else:
+                    self._deliver(deliverer.deliver_sub, t)
+                chans.append(t.channel)
+        if acked:
+            chans.extend(acked)
             acked.clear()
-            self._pubacks = []
-            send = self._send
-            for reply, data in pubacks:
-                send(reply, as_error(data, str(e)))
-            return
+        for ch in dict.fromkeys(chans):
+            try:
+                await ch.subs_store.flush()
+            except StoreError as e:
+                self._log.error(f'Unable to store subscription state of channel "{ch.name}": {e}')
         if pubacks:
             self._pubacks = []
             send = self._send
-            for reply, data in pubacks:
-                send(reply, data)
+            for reply, guid, part, error in pubacks:
+                if not error and part is not None:
+                    error = part.error
+                send(reply, encode_puback(guid, error))
 
     def _deliver(self, fn: Callable[[Any], None], target: Any) -> None:
         """A store read failing (database away) stops this delivery only; it

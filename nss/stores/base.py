@@ -16,8 +16,17 @@ one transaction on the first ``flush`` (of any MsgStore, SubStore or the
 Store); later calls in the same batch find nothing left and return at once.
 Either way, when ``flush`` returns without raising, everything the caller
 changed before calling it is durable; when it raises StoreError nothing may
-be acknowledged (the SQL store keeps the changes and commits them once the
-database is back).
+be acknowledged.
+
+Failed publish batches are rolled back (``MsgStore.mark``/``rollback``/
+``release``): a publisher answered with an error retries, so an error PubAck
+must mean "not stored", on every backend. The I/O path marks a channel's
+message store before the first ``store`` of a batch; if a ``store`` or the
+``flush`` fails it calls ``rollback`` and the messages of the batch are gone
+from memory and from the disk or database, with the channel's first/last
+sequence, count and bytes as they were at the mark; otherwise it calls
+``release``. Without a mark a failed flush keeps what it could not write and
+writes it with the next flush (nobody was told it failed).
 
 Reads stay synchronous: ``lookup`` of a store backed by a database serves
 recent messages from memory and reads older ones with a short blocking
@@ -121,6 +130,29 @@ class MsgStore(ABC):
         load them off the event loop so that those ``lookup`` calls do not
         block; a no-op for in-memory and file stores. Failing is harmless:
         ``lookup`` reads whatever was not prefetched."""
+
+    @abstractmethod
+    def mark(self) -> None:
+        """Start of a publish batch: remember the state ``rollback`` returns to.
+
+        Messages dropped by the count/bytes limits while the mark is set must
+        come back on rollback, so a store defers whatever it cannot undo
+        (deleting files) to ``release``. A second ``mark`` releases the first."""
+
+    @abstractmethod
+    def rollback(self) -> None:
+        """The batch failed: forget every message stored since ``mark``.
+
+        Afterwards the first/last sequence, count and bytes are those of the
+        mark and nothing stored since is (or later becomes) durable, so the
+        next ``store`` reuses the sequence. Never raises: when the durable
+        copy cannot be cut back (an I/O error while truncating) the store
+        logs it and refuses ``store`` until it could, rather than mix new
+        messages with the failed ones. No-op without a mark."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """The batch is durable (``flush`` returned): drop the mark."""
 
     @abstractmethod
     def expire(self, now_ns: int) -> float | None:

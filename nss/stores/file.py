@@ -86,6 +86,7 @@ from nss.stores.filerec import (
     RecordReader,
     decode_id_seq,
     encode_id_seq,
+    first_data_after,
     idx_crc_mismatch,
     idx_record,
     make_crc,
@@ -187,6 +188,54 @@ def _temp_file(root: str, prefix: str) -> tuple[int, str]:
         pwrite_all(fd, VERSION_BYTES, 0)
         return fd, path
     raise StoreError("unable to create a temporary file")  # pragma: no cover
+
+
+def _open_store_file(path: str) -> int:
+    """``open_file`` of an existing (or new) store file; one that was never
+    completed is recovered as empty, with a warning naming it."""
+    return open_file(path, on_short=_warn_short)
+
+
+def _warn_short(path: str, size: int) -> None:
+    _log.warning(
+        f'File "{path}" is shorter than its version header ({size} bytes): it was '
+        "created but never completed (disk full or crash), recovering it as empty"
+    )
+
+
+def append_records(fd: int, data: bytes | bytearray, offset: int, path: str) -> None:
+    """Write records at the end of a log (``offset``). A write that fails
+    half way (disk full) is cut back off at once: the caller keeps the
+    records and writes them again, but a crash before that would leave the
+    start of a record at the end, which recovery refuses (unexpected EOF)
+    without ``file_truncate_bad_eof``."""
+    try:
+        pwrite_all(fd, data, offset)
+    except OSError:
+        try:
+            if os.fstat(fd).st_size > offset:
+                os.ftruncate(fd, offset)
+        except OSError as e:
+            _log.error(f'Unable to cut "{path}" back to {offset} bytes after a failed write: {e}')
+        raise
+
+
+def warn_zero_padding(path: str, fd: int, offset: int) -> None:
+    """Zeros where a record header was expected end the log. Behind a plain
+    pre-allocated tail there is nothing; data behind the zeros means records
+    were lost in the middle (a write that never reached the disk) and the
+    ones after them are dropped with the tail, which the operator must
+    hear about: for subs.dat those are acks, whose messages come back as
+    redeliveries."""
+    at = first_data_after(fd, offset)
+    if at >= 0:
+        size = os.fstat(fd).st_size
+        _log.warning(
+            f'File "{path}" has zero padding at offset {offset} with data behind it '
+            f"(from offset {at}, {size - at} bytes up to the end): the records after "
+            f"the padding cannot be located and are dropped, the file is truncated "
+            f"at offset {offset}"
+        )
 
 
 def _dump(data: bytes) -> None:
@@ -400,6 +449,36 @@ class _Slice:
         i = bisect_left(seqs, seq)
         return i if i < len(seqs) and seqs[i] == seq else -1
 
+    def snapshot(self) -> tuple[int, int, int, int, int, int, int, int]:
+        """The counters a publish batch may change, for ``restore``."""
+        n = -1 if self.seqs is None else len(self.seqs)
+        return (
+            self.base,
+            self.first_seq,
+            self.last_seq,
+            self.count,
+            self.rm_count,
+            self.size,
+            self.first_write,
+            n,
+        )
+
+    def restore(self, snap: tuple[int, int, int, int, int, int, int, int]) -> None:
+        (
+            self.base,
+            self.first_seq,
+            self.last_seq,
+            self.count,
+            self.rm_count,
+            self.size,
+            self.first_write,
+            n,
+        ) = snap
+        if n < 0:
+            self.seqs = None
+        elif self.seqs is not None:
+            del self.seqs[n:]
+
     def add(self, seq: int, ts: int, size: int) -> None:
         """Account for one record (recovery scans and appends)."""
         if self.count == 0:
@@ -413,6 +492,48 @@ class _Slice:
         self.count += 1
         self.last_seq = seq
         self.size += size + MSG_OVERHEAD
+
+
+class _MsgMark:
+    """Where ``FileMsgStore.rollback`` returns to (see ``MsgStore.mark``).
+
+    Appends only grow the write slice, so its files are cut back to the
+    offsets of the mark; slices the batch started are deleted; slices the
+    limits removed are only detached (their files stay until ``release``)
+    so that they can be put back."""
+
+    __slots__ = (
+        "first",
+        "last",
+        "count",
+        "bytes",
+        "hit_limit",
+        "write",
+        "last_num",
+        "w_off",
+        "w_count",
+        "slices",
+        "rolled",
+        "detached",
+    )
+
+    def __init__(self, ms: FileMsgStore) -> None:
+        self.first = ms._first
+        self.last = ms._last
+        self.count = ms._count
+        self.bytes = ms._bytes
+        self.hit_limit = ms._hit_limit
+        self.write = ms._write
+        self.last_num = ms._last_num
+        self.w_off = ms._w_off
+        self.w_count = 0
+        # counters of the slices the batch changed, as they were
+        self.slices: dict[_Slice, tuple[int, int, int, int, int, int, int, int]] = {}
+        self.rolled: list[_Slice] = []
+        self.detached: list[_Slice] = []
+        if self.write is not None:
+            self.slices[self.write] = self.write.snapshot()
+            self.w_count = self.write.count
 
 
 class FileMsgStore(MsgStore):
@@ -457,6 +578,11 @@ class FileMsgStore(MsgStore):
         self._active = False
         self._closed = False
         self._cur_file = ""
+        self._mark: _MsgMark | None = None
+        # cuts a rollback could not make (path, size; -1: remove the file):
+        # no store() until they are made, or new records would land before
+        # records that were answered with an error
+        self._undo: list[tuple[str, int]] = []
 
     def _set_slice_limits(self, o: FileOptions) -> None:
         """Slice limits from the options or, when none is set, a quarter of
@@ -479,6 +605,8 @@ class FileMsgStore(MsgStore):
     def store(self, seq: int, timestamp: int, data: bytes) -> None:
         if seq <= self._last:
             return
+        if self._undo:
+            self._redo_undo()
         try:
             sl = self._write
             if sl is None:
@@ -548,6 +676,133 @@ class FileMsgStore(MsgStore):
 
     def state(self) -> tuple[int, int]:
         return self._count, self._bytes
+
+    # -- batches (see MsgStore.mark) ----------------------------------------
+
+    def mark(self) -> None:
+        if self._mark is not None:
+            self.release()
+        self._mark = _MsgMark(self)
+
+    def release(self) -> None:
+        m = self._mark
+        if m is None:
+            return
+        self._mark = None
+        for sl in m.detached:
+            self._dispose_slice(sl)
+
+    def rollback(self) -> None:
+        m = self._mark
+        if m is None:
+            return
+        self._mark = None
+        last = self._last
+        if m.rolled:
+            # the buffers belong to the newest rolled slice: never written
+            self._wbuf = bytearray()
+            self._ibuf = bytearray()
+            for sl in reversed(m.rolled):
+                self._forget_rolled(sl)
+        for sl in reversed(m.detached):
+            if sl not in m.rolled:  # else: deleted with the other rolled ones
+                self._order.insert(0, sl.num)
+                self._slices[sl.num] = sl
+        for sl, snap in m.slices.items():
+            sl.restore(snap)
+        self._lasts = [self._slices[n].last_seq for n in self._order]
+        self._write = m.write
+        self._last_num = m.last_num
+        if m.write is None:
+            self._w_off = self._wbuf_off = VERSION_SIZE
+        else:
+            self._cut_back(m.write, m)
+        self._first, self._last, self._count, self._bytes = m.first, m.last, m.count, m.bytes
+        self._hit_limit = m.hit_limit
+        self._flushed_seq = min(self._flushed_seq, m.last)
+        self._head_sl = None
+        self._head_buf = b""
+        cache = self._cache
+        for s in range(m.last + 1, last + 1):
+            d = cache.pop(s, None)
+            if d is not None:
+                self._cache_bytes -= len(d)
+                self._fs.cache_total -= len(d)
+
+    def _forget_rolled(self, sl: _Slice) -> None:
+        """A slice the failed batch started: closed, out of the lists, its
+        files deleted."""
+        self._close_slice(sl)
+        self._slices.pop(sl.num, None)
+        if self._order and self._order[-1] == sl.num:
+            self._order.pop()
+        for p in (sl.dat_path, sl.idx_path):
+            self._cut(p, -1)
+
+    def _cut_back(self, w: _Slice, m: _MsgMark) -> None:
+        """Cut the mark's write slice back to its size at the mark.
+
+        What the slice held at the mark may still be partly buffered; that
+        part stays buffered. Anything on disk past the mark (records of the
+        batch, or the start of a record a failed write left) is cut off."""
+        if m.rolled:
+            disk_dat, disk_idx = w.dat_end, w.idx_n  # fully written by _roll
+        else:
+            disk_dat, disk_idx = self._wbuf_off, w.idx_n
+            # new buffers: a failed write's memoryview may still hold the old
+            self._wbuf = self._wbuf[: max(0, m.w_off - disk_dat)]
+            self._ibuf = self._ibuf[: max(0, m.w_count - disk_idx) * IDX_REC_SIZE]
+        dat_end = min(disk_dat, m.w_off)
+        idx_n = min(disk_idx, m.w_count)
+        self._cut(w.dat_path, dat_end)
+        self._cut(w.idx_path, VERSION_SIZE + idx_n * IDX_REC_SIZE)
+        w.dat_end = dat_end
+        w.idx_n = idx_n
+        self._wbuf_off = dat_end
+        self._w_off = m.w_off
+
+    def _cut(self, path: str, size: int) -> None:
+        """Truncate ``path`` to ``size`` (-1: delete it); remembered in
+        ``_undo`` when the file system refuses."""
+        try:
+            self._cut_now(path, size)
+        except OSError as e:
+            self._undo.append((path, size))
+            what = "delete" if size < 0 else f"truncate to {size} bytes"
+            _log.error(
+                f'Unable to {what} "{path}" after a failed write on channel "{self.name}": '
+                f"{e}. Messages answered with an error are still in it: the channel "
+                "refuses new messages until it can be done (a restart before then may "
+                "recover them)"
+            )
+
+    @staticmethod
+    def _cut_now(path: str, size: int) -> None:
+        try:
+            if size < 0:
+                os.remove(path)
+            elif os.stat(path).st_size > size:
+                os.truncate(path, size)
+        except FileNotFoundError:
+            pass
+
+    def _redo_undo(self) -> None:
+        """Retry the cuts a rollback could not make; StoreError while one
+        still fails."""
+        left: list[tuple[str, int]] = []
+        err: OSError | None = None
+        for path, size in self._undo:
+            try:
+                self._cut_now(path, size)
+            except OSError as e:
+                left.append((path, size))
+                err = err or e
+        self._undo = left
+        if err is not None:
+            raise StoreError(
+                f'channel "{self.name}" is unable to undo a failed write on "{left[0][0]}": {err}'
+            )
+        _log.notice(f'Channel "{self.name}": the failed write has been undone, storing again')
 
     async def flush(self) -> None:
         if self._closed:
@@ -691,13 +946,24 @@ class FileMsgStore(MsgStore):
                 self._sync_later.extend(self._dup_fds(old))
         num = self._last_num + 1
         sl = _Slice(self, num)
-        dat_fd = open_file(sl.dat_path, truncate=True)
         try:
-            idx_fd = open_file(sl.idx_path, truncate=True)
-        except BaseException:
-            os.close(dat_fd)
+            dat_fd = open_file(sl.dat_path, truncate=True)
+            try:
+                idx_fd = open_file(sl.idx_path, truncate=True)
+            except BaseException:
+                os.close(dat_fd)
+                raise
+        except OSError:
+            # a disk full now must not leave a file without its version
+            for p in (sl.dat_path, sl.idx_path):
+                try:
+                    os.remove(p)
+                except OSError:
+                    pass
             raise
         sl.dat_fd, sl.idx_fd = dat_fd, idx_fd
+        if self._mark is not None:
+            self._mark.rolled.append(sl)
         sl.first_seq = self._last + 1
         sl.last_seq = self._last
         self._slices[num] = sl
@@ -936,6 +1202,7 @@ class FileMsgStore(MsgStore):
             pos = sl.pos(self._first)
             if pos < 0:  # missing sequence inside an old gapped slice
                 self._first += 1
+                self._touch(sl)
                 sl.first_seq = self._first
                 continue
             rel = pos - self._head_pos
@@ -957,8 +1224,16 @@ class FileMsgStore(MsgStore):
             return ts, size
         return None
 
+    def _touch(self, sl: _Slice) -> None:
+        """``sl``'s counters are about to change outside an append: keep
+        them for a rollback."""
+        m = self._mark
+        if m is not None and sl not in m.slices:
+            m.slices[sl] = sl.snapshot()
+
     def _remove_first(self, size: int) -> None:
         sl = self._slices[self._order[0]]
+        self._touch(sl)
         first = self._first
         self._count -= 1
         self._bytes -= size + MSG_OVERHEAD
@@ -983,6 +1258,15 @@ class FileMsgStore(MsgStore):
         if self._head_sl is sl:
             self._head_sl = None
             self._head_buf = b""
+        nxt = self._slices[self._order[0]]
+        if self._first < nxt.first_seq:
+            self._first = nxt.first_seq
+        if self._mark is not None:
+            self._mark.detached.append(sl)  # deleted at release()
+        else:
+            self._dispose_slice(sl)
+
+    def _dispose_slice(self, sl: _Slice) -> None:
         script = self._fs.opts.slice_archive_script
         removed = False
         if script:
@@ -1005,9 +1289,6 @@ class FileMsgStore(MsgStore):
                     os.remove(p)
                 except OSError:
                     pass
-        nxt = self._slices[self._order[0]]
-        if self._first < nxt.first_seq:
-            self._first = nxt.first_seq
 
     def _enforce(self, report: bool) -> None:
         lim = self.limits
@@ -1075,11 +1356,11 @@ class FileMsgStore(MsgStore):
         sl = _Slice(self, num)
         self._cur_file = os.path.join(self.name, os.path.basename(sl.dat_path))
         idx_exists = os.path.exists(sl.idx_path)
-        dat_fd = open_file(sl.dat_path)
+        dat_fd = _open_store_file(sl.dat_path)
         try:
             self._cur_file = os.path.join(self.name, os.path.basename(sl.idx_path))
             try:
-                idx_fd = open_file(sl.idx_path)
+                idx_fd = _open_store_file(sl.idx_path)
             except StoreError as e:
                 # The index is derived data: a bad header (e.g. a crash right
                 # after creating it) only means it has to be rebuilt.
@@ -1235,12 +1516,17 @@ class FileMsgStore(MsgStore):
         rr = RecordReader(dat_fd, False, self._crc, True, start)
         out = bytearray()
         bad: str | None = None
+        before = sl.snapshot()
         while True:
             off = rr.offset
             try:
                 r = rr.next()
             except BadRecord as e:
-                bad = "" if e.kind == ZERO else e.detail
+                if e.kind == ZERO:
+                    warn_zero_padding(sl.dat_path, dat_fd, e.offset)
+                    bad = ""
+                else:
+                    bad = e.detail
                 break
             if r is None:
                 break
@@ -1262,10 +1548,25 @@ class FileMsgStore(MsgStore):
                     f"(offset {rr.offset}): {bad}"
                 )
             os.ftruncate(dat_fd, rr.offset)
-        if out:
-            pwrite_all(idx_fd, out, os.fstat(idx_fd).st_size)
+        if not out:
+            return
+        idx_end = os.fstat(idx_fd).st_size
+        try:
+            pwrite_all(idx_fd, out, idx_end)
             os.fsync(idx_fd)
-            _log.notice(f'Indexed {len(out) // IDX_REC_SIZE} trailing messages of "{sl.dat_path}"')
+        except OSError as e:
+            # A full disk must not stop the start: these messages were never
+            # acknowledged, so dropping them is as correct as keeping them.
+            os.ftruncate(idx_fd, idx_end)
+            os.ftruncate(dat_fd, start)
+            n = len(out) // IDX_REC_SIZE
+            sl.restore(before)
+            _log.warning(
+                f'Unable to index {n} trailing (never acknowledged) messages of '
+                f'"{sl.dat_path}": {e}. They are dropped'
+            )
+            return
+        _log.notice(f'Indexed {len(out) // IDX_REC_SIZE} trailing messages of "{sl.dat_path}"')
 
     def _rebuild_idx(self, sl: _Slice, dat_fd: int, idx_fd: int) -> None:
         """Scan the data file record by record, writing the index anew."""
@@ -1463,7 +1764,7 @@ class FileSubStore(SubStore):
         if not self._buf:
             return
         self._open()
-        pwrite_all(self._fd, self._buf, self._off)
+        append_records(self._fd, self._buf, self._off, self.path)
         self._off += len(self._buf)
         self._buf = bytearray()
         self._sync.written += 1
@@ -1542,7 +1843,7 @@ class FileSubStore(SubStore):
 
     def recover(self) -> None:
         """Replay subs.dat (stores.md §3.5)."""
-        fd = open_file(self.path)
+        fd = _open_store_file(self.path)
         try:
             rr = RecordReader(fd, True, self._crc, self._opts.do_crc)
             subs, pending = self._subs, self._pending
@@ -1686,9 +1987,10 @@ class FileStore(Store):
 
     def end_of_records(self, path: str, fd: int, e: BadRecord) -> None:
         """Where recovery stopped reading ``path``: a zero-filled tail (space
-        allocated but never written before a crash) is cut off silently;
-        anything else goes to ``bad_record``."""
+        allocated but never written before a crash) is cut off; anything
+        else goes to ``bad_record``."""
         if e.kind == ZERO:
+            warn_zero_padding(path, fd, e.offset)
             os.ftruncate(fd, e.offset)
         else:
             self.bad_record(path, fd, e)
@@ -1827,7 +2129,13 @@ class FileStore(Store):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
         except (FileNotFoundError, PermissionError) as e:
             raise StoreError(str(e)) from e
-        except OSError:
+        except OSError as e:
+            if e.errno == errno.EROFS:
+                # not a lock held by someone else: nobody can write here
+                raise StoreError(
+                    f'datastore "{self.root}" is on a read-only file system '
+                    f"(unable to open its lock file {path})"
+                ) from e
             return False
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -1866,11 +2174,11 @@ class FileStore(Store):
         path = os.path.join(self.root, SERVER_FILE)
         payload = info.SerializeToString()
         try:
-            fd = open_file(path)
+            fd = _open_store_file(path)
             try:
                 os.ftruncate(fd, VERSION_SIZE)
                 rec = REC_HDR.pack(len(payload), self.crc(payload)) + payload
-                pwrite_all(fd, rec, VERSION_SIZE)
+                append_records(fd, rec, VERSION_SIZE, path)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -1885,7 +2193,7 @@ class FileStore(Store):
         self.clients.clear()
         self._cli_del_recs = self._cli_file_size = 0
         try:
-            self._cli_fd = open_file(self._cli_path)
+            self._cli_fd = _open_store_file(self._cli_path)
         except (OSError, StoreError) as e:
             raise StoreError(f'unable to recover client file "{self._cli_path}": {e}') from e
         self._cli_off = os.fstat(self._cli_fd).st_size
@@ -1908,7 +2216,7 @@ class FileStore(Store):
     def _recover_server_info(self) -> spb.ServerInfo | None:
         path = os.path.join(self.root, SERVER_FILE)
         try:
-            fd = open_file(path)
+            fd = _open_store_file(path)
         except (OSError, StoreError) as e:
             raise StoreError(f'unable to recover server file "{path}": {e}') from e
         try:
@@ -2034,12 +2342,16 @@ class FileStore(Store):
             raise StoreError(ERR_TOO_MANY_CHANNELS)
         d = os.path.join(self.root, name)
         limits = self.channel_limits(name)
+        existed = os.path.isdir(d)
         try:
             os.makedirs(d, 0o777, exist_ok=True)
             ms = FileMsgStore(self, name, d, limits)
             ss = FileSubStore(self, name, d, limits)
             ss.create_file()
         except OSError as e:
+            # (disk full) no half-made channel for the next start to recover
+            if not existed:
+                shutil.rmtree(d, ignore_errors=True)
             raise StoreError(str(e)) from e
         cs = ChannelStore(name, ms, ss)
         self._register(cs)
@@ -2080,9 +2392,9 @@ class FileStore(Store):
             return
         try:
             if self._cli_fd < 0:
-                self._cli_fd = open_file(self._cli_path)
+                self._cli_fd = _open_store_file(self._cli_path)
                 self._cli_off = os.fstat(self._cli_fd).st_size
-            pwrite_all(self._cli_fd, self._cli_buf, self._cli_off)
+            append_records(self._cli_fd, self._cli_buf, self._cli_off, self._cli_path)
         except OSError as e:
             raise StoreError(str(e)) from e
         self._cli_off += len(self._cli_buf)
@@ -2144,7 +2456,7 @@ class FileStore(Store):
             _log.error(f'Unable to compact "{self._cli_path}": {e}')
             return
         _close_quietly(self._cli_fd)
-        self._cli_fd = open_file(self._cli_path)
+        self._cli_fd = _open_store_file(self._cli_path)
         self._cli_off = VERSION_SIZE + len(out)
         self._cli_buf = bytearray()
         self._cli_del_recs = 0

@@ -147,11 +147,20 @@ def check_version(fd: int) -> None:
         raise StoreError(f"unsupported file version: {v} (supports [1..{FILE_VERSION}])")
 
 
-def open_file(path: str, truncate: bool = False) -> int:
+def open_file(
+    path: str, truncate: bool = False, on_short: Callable[[str, int], None] | None = None
+) -> int:
     """Open (read/write) a store file, like Go's ``openFileWithFlags``.
 
     An existing file must carry a supported version; a new file (or one
-    being truncated) gets the version written. Mode 0666 before umask."""
+    being truncated) gets the version written. Mode 0666 before umask.
+
+    An existing file shorter than the version (0 to 3 bytes) was created
+    but never completed: the disk filled up or the process died between
+    the create and the write of the version, so it cannot hold a record.
+    Go refuses to start on it ("unable to verify file version: EOF") and
+    the operator has to delete it by hand; here it is completed as an empty
+    file, after ``on_short(path, size)`` (the caller's warning)."""
     exists = os.path.exists(path)
     flags = os.O_RDWR | os.O_CREAT
     if truncate:
@@ -159,13 +168,44 @@ def open_file(path: str, truncate: bool = False) -> int:
     fd = os.open(path, flags, 0o666)
     try:
         if exists and not truncate:
-            check_version(fd)
+            size = os.fstat(fd).st_size
+            if size < VERSION_SIZE:
+                if on_short is not None:
+                    on_short(path, size)
+                _complete_header(fd, path)
+            else:
+                check_version(fd)
         else:
             pwrite_all(fd, VERSION_BYTES, 0)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _complete_header(fd: int, path: str) -> None:
+    try:
+        os.ftruncate(fd, 0)
+        pwrite_all(fd, VERSION_BYTES, 0)
+    except OSError as e:
+        raise StoreError(f'unable to complete the version header of "{path}": {e}') from e
+
+
+def first_data_after(fd: int, offset: int, chunk: int = 1 << 20) -> int:
+    """Offset of the first non-zero byte at or after ``offset``, or -1.
+
+    Recovery stops reading a log at a zero-filled header (space allocated
+    but never written); data behind the zeros means records were lost
+    there, which is worth telling the operator."""
+    off = offset
+    while True:
+        b = os.pread(fd, chunk, off)
+        if not b:
+            return -1
+        rest = b.lstrip(b"\0")
+        if rest:
+            return off + len(b) - len(rest)
+        off += len(b)
 
 
 # ---------------------------------------------------------------------------

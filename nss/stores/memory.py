@@ -35,6 +35,32 @@ class MemoryMsgStore(MsgStore):
         self._last = 0
         self._bytes = 0
         self._warned = False
+        # (first, last, bytes, warned) at mark(), and the messages the
+        # limits dropped since (oldest first), put back by rollback()
+        self._mark: tuple[int, int, int, bool] | None = None
+        self._dropped: list[tuple[int, tuple[int, bytes]]] = []
+
+    def mark(self) -> None:
+        self._mark = (self._first, self._last, self._bytes, self._warned)
+        self._dropped = []
+
+    def rollback(self) -> None:
+        m = self._mark
+        if m is None:
+            return
+        self._mark = None
+        msgs = self._msgs
+        for s in range(m[1] + 1, self._last + 1):
+            msgs.pop(s, None)
+        for s, e in self._dropped:
+            if s <= m[1]:  # not one of the batch's own
+                msgs[s] = e
+        self._dropped = []
+        self._first, self._last, self._bytes, self._warned = m
+
+    def release(self) -> None:
+        self._mark = None
+        self._dropped = []
 
     def store(self, seq: int, timestamp: int, data: bytes) -> None:
         if seq <= self._last:
@@ -53,8 +79,10 @@ class MemoryMsgStore(MsgStore):
         msgs = self._msgs
         dropped = 0
         while len(msgs) > 1 and ((mm > 0 and len(msgs) > mm) or (mb > 0 and self._bytes > mb)):
-            _, data = msgs.pop(self._first)
-            self._bytes -= len(data)
+            e = msgs.pop(self._first)
+            if self._mark is not None:
+                self._dropped.append((self._first, e))
+            self._bytes -= len(e[1])
             self._first += 1
             dropped += 1
         if dropped and not self._warned:

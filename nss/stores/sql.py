@@ -208,6 +208,7 @@ class _Statements:
         )
         self.update_maxseq = t("UPDATE Channels SET maxseq=:maxseq WHERE id=:id")
         self.delete_below = t("DELETE FROM Messages WHERE id=:id AND seq<:seq")
+        self.delete_above = t("DELETE FROM Messages WHERE id=:id AND seq>:seq")
         self.create_sub, self.create_sub_idem = ins(
             "INSERT INTO Subscriptions (id, subid, proto) VALUES (:id, :subid, :proto)"
         )
@@ -355,6 +356,12 @@ class SQLMsgStore(MsgStore):
         self._ra_n = READ_AHEAD_MIN
         # (seq, timestamp, size) of the oldest messages, read in windows
         self._head: deque[tuple[int, int, int]] = deque()
+        # publish batch (see MsgStore.mark): (first, last, count, bytes,
+        # warned, floor) at mark(), uncommitted messages the limits dropped
+        # since, and the error of the commit that took the batch's rows
+        self._mark: tuple[int, int, int, int, bool, int] | None = None
+        self._dropped: list[tuple[int, tuple[int, bytes]]] = []
+        self._failed: str | None = None
 
     # ------------------------------------------------------------------ writes
     def store(self, seq: int, timestamp: int, data: bytes) -> None:
@@ -425,9 +432,11 @@ class SQLMsgStore(MsgStore):
         if new and new[0] == s:
             # never handed to a transaction: just forget it (as Go's cache)
             new.popleft()
-            _, data = self._recent.pop(s)
-            size = len(data)
+            e = self._recent.pop(s)
+            size = len(e[1])
             self._recent_bytes -= size
+            if self._mark is not None and s <= self._mark[1]:
+                self._dropped.append((s, e))
         else:
             if meta is None:
                 meta = self._meta_first()
@@ -477,6 +486,53 @@ class SQLMsgStore(MsgStore):
 
     async def flush(self) -> None:
         await self._store.flush()
+        if self._failed is not None:
+            # this channel's rows were in a transaction that failed (maybe
+            # through another channel's flush): they are gone, see mark()
+            raise StoreError(self._failed)
+
+    # ------------------------------------------------------------------ batches
+    def mark(self) -> None:
+        self._mark = (self._first, self._last, self._count, self._bytes, self._warned, self._floor)
+        self._dropped = []
+        self._failed = None
+
+    def release(self) -> None:
+        self._mark = None
+        self._dropped = []
+
+    def rollback(self) -> None:
+        m = self._mark
+        if m is None:
+            return
+        self._mark = None
+        self._failed = None
+        first, last, count, nbytes, warned, floor = m
+        recent = self._recent
+        for s in range(last + 1, self._last + 1):
+            e = recent.pop(s, None)
+            if e is not None:
+                self._recent_bytes -= len(e[1])
+            self._ra.pop(s, None)
+        new = self._new
+        while new and new[-1] > last:
+            new.pop()
+        for s, e in reversed(self._dropped):
+            new.appendleft(s)
+            recent[s] = e
+            recent.move_to_end(s, last=False)
+            self._recent_bytes += len(e[1])
+        self._dropped = []
+        self._head.clear()
+        self._first, self._last, self._count, self._bytes, self._warned = m[:5]
+        self._floor = floor
+        self._store.discard_rows(self, first, last)
+        if self._committed_upto > last:
+            # rolled back after its rows were committed (not the server's
+            # way, but the contract allows it): they go with the next commit
+            self._committed_upto = last
+            stmt = self._store.stmts.delete_above
+            self._store.journal((stmt, {"id": self.cid, "seq": last}, None))
 
     def take(self, batch: _Batch) -> None:
         """Move this channel's journal into ``batch``."""
@@ -1052,12 +1108,54 @@ class SQLStore(Store):
                 self._lock_lost()
                 raise StoreError(ERR_LOCK_LOST) from None
             except Exception as e:
+                err = f"sql: unable to store: {_err_text(e)}"
+                self._drop_marked_rows(batch, err)
                 self._backlog = batch
                 self._unhealthy(e)
-                raise StoreError(f"sql: unable to store: {_err_text(e)}") from e
+                raise StoreError(err) from e
             finally:
                 self._inflight = False
             self._after_commit(batch)
+
+    def _drop_marked_rows(self, batch: _Batch, err: str) -> None:
+        """A failed transaction: the messages of publish batches (marked
+        channels) are answered with errors, so they must never be committed
+        by a retry. Done here, before anything else can run, because the
+        background retry would otherwise commit them behind the caller's
+        back; every such channel's ``flush`` raises ``err`` from now on
+        until its ``rollback``."""
+        for ms in list(batch.committed):
+            m = ms._mark
+            if m is None:
+                continue
+            ms._failed = err
+            self._discard_from(batch, ms, m[0], m[1])
+
+    def discard_rows(self, ms: SQLMsgStore, first: int, last: int) -> None:
+        """``ms`` rolled back to ``last``: its later rows must not be
+        committed by the retry of a failed batch."""
+        if self._backlog is not None and ms in self._backlog.committed:
+            self._discard_from(self._backlog, ms, first, last)
+
+    def _discard_from(self, batch: _Batch, ms: SQLMsgStore, first: int, last: int) -> None:
+        cid = ms.cid
+        rows = [r for r in batch.msgs.get(cid, ()) if r[0] <= last]
+        if rows:
+            batch.msgs[cid] = rows
+            batch.committed[ms] = rows[-1][0]
+        else:
+            batch.msgs.pop(cid, None)
+            batch.committed.pop(ms, None)
+        if cid in batch.floors:
+            # the limits of the failed batch removed nothing after all; what
+            # was below the first message at the mark still goes
+            if first > 0:
+                batch.floors[cid] = first
+            else:
+                del batch.floors[cid]
+        # the commit may have happened before the connection broke: the
+        # retry removes what it would have stored
+        batch.ops.append((self.stmts.delete_above, {"id": cid, "seq": last}, None))
 
     def _after_commit(self, batch: _Batch) -> None:
         for ms, upto in batch.committed.items():

@@ -707,6 +707,109 @@ async def test_lost_database(pg_server: Any, dsn: str, no_caching: bool) -> None
             await st.close()
 
 
+async def _healthy(s: SQLStore) -> None:
+    for _ in range(200):
+        if s.healthy:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the store did not come back")
+
+
+async def test_failed_batch_is_rolled_back_not_retried(
+    pg_server: Any, dsn: str, no_caching: bool
+) -> None:
+    """A publish batch (marked) whose transaction fails is answered with
+    errors by the server: its rows must never be committed by the retry,
+    every channel of the transaction fails (not just the one whose flush
+    ran it), and the sequence is reused (issue 9)."""
+    o = Opener(dsn, no_caching)
+    limits = StoreLimits(per_channel={"b": ChannelLimits(max_msgs=3)})
+    s = await o.fresh(limits=limits)
+    try:
+        a, b = s.create_channel("a").msgs, s.create_channel("b").msgs
+        for ms in (a, b):
+            ms.mark()
+            for q in range(1, 4):
+                ms.store(q, q, msg(q, q))
+        await a.flush()
+        await b.flush()
+        a.release()
+        b.release()
+        a.mark()
+        b.mark()
+        for q in range(4, 7):
+            a.store(q, q, msg(q, q, b"refused"))
+            b.store(q, q, msg(q, q, b"refused"))  # the limit drops 1..3
+        assert b.first_sequence() == 4
+        pg_server.stop("fast")
+        try:
+            with pytest.raises(StoreError):
+                await a.flush()
+            with pytest.raises(StoreError):
+                await b.flush()
+            a.rollback()
+            b.rollback()
+        finally:
+            pg_server.start()
+        await _healthy(s)
+        assert (b.first_sequence(), b.last_sequence(), b.state()[0]) == (1, 3, 3)
+        assert a.last_sequence() == 3 and a.lookup(4) is None
+        for ms in (a, b):
+            ms.mark()
+            ms.store(4, 4, msg(4, 4, b"retried"))
+            await ms.flush()
+            ms.release()
+        s2, rs = await o.reopen(s)
+        for name, first in (("a", 1), ("b", 2)):
+            ms = rs.channels[name].channel.msgs
+            assert (ms.first_sequence(), ms.last_sequence()) == (first, 4)
+            assert ms.lookup(4) == msg(4, 4, b"retried")
+            assert [ms.lookup(q) for q in range(first, 4)] == [msg(q, q) for q in range(first, 4)]
+    finally:
+        if not pg_server.running():
+            pg_server.start()
+        for st in o.stores:
+            await st.close()
+
+
+async def test_batch_committed_then_reported_failed_is_undone(opener: Opener, dsn: str) -> None:
+    """The connection breaks after the server committed: the batch was
+    answered with errors, so the retry deletes what the commit stored."""
+    s = await opener.fresh()
+    ms = s.create_channel("amb").msgs
+    for q in range(1, 3):
+        ms.store(q, q, msg(q, q))
+    await ms.flush()
+    real = s._exec_batch
+    calls = 0
+
+    def committed_then_lost(batch: Any, retry: bool) -> None:
+        nonlocal calls
+        calls += 1
+        real(batch, retry)
+        if calls == 1:
+            raise ConnectionResetError("connection lost after COMMIT")
+
+    s._exec_batch = committed_then_lost  # type: ignore[method-assign]
+    ms.mark()
+    for q in range(3, 6):
+        ms.store(q, q, msg(q, q, b"refused"))
+    with pytest.raises(StoreError, match="connection lost after COMMIT"):
+        await ms.flush()
+    ms.rollback()
+    assert rows(dsn, "SELECT MAX(seq) FROM Messages") == [(5,)]  # it did commit
+    await _healthy(s)
+    assert rows(dsn, "SELECT COUNT(*), MAX(seq) FROM Messages") == [(2, 2)]
+    ms.mark()
+    ms.store(3, 3, msg(3, 3, b"retried"))
+    await ms.flush()
+    ms.release()
+    got = rows(dsn, "SELECT seq, data FROM Messages ORDER BY seq")
+    assert [(q, bytes(d)) for q, d in got] == [
+        (1, msg(1, 1)), (2, msg(2, 2)), (3, msg(3, 3, b"retried"))
+    ]
+
+
 # =============================================================== FT lock and fencing
 
 

@@ -318,9 +318,13 @@ def test_no_state_and_errors_at_open(tmp_path: Path) -> None:
     (root / "server.dat").write_bytes(b"\x02\x00\x00\x00")
     with pytest.raises(StoreError, match=r"unsupported file version: 2 \(supports \[1..1\]\)"):
         FileStore(str(root), StoreLimits(), FAST).recover()
-    (root / "server.dat").write_bytes(b"")
-    with pytest.raises(StoreError, match="unable to verify file version: EOF"):
-        FileStore(str(root), StoreLimits(), FAST).recover()
+    # never completed (issue 9: recovered as empty, not "unable to verify
+    # file version: EOF"): no server state, and the header is written
+    for short in (b"", b"\x01\x00"):
+        (root / "server.dat").write_bytes(short)
+        with pytest.raises(StoreError, match=ERR_NO_SRV_BUT_CHANNELS):
+            FileStore(str(root), StoreLimits(), FAST).recover()
+        assert (root / "server.dat").read_bytes() == b"\x01\x00\x00\x00"
     with pytest.raises(StoreError, match="root directory must be specified"):
         FileStore("", StoreLimits(), FAST)
 
@@ -972,3 +976,246 @@ def test_friendly_bytes() -> None:
     assert friendly_bytes(512) == "512 B"
     assert friendly_bytes(2048) == "2.00 KB"
     assert friendly_bytes(1_024_000_000) == "976.56 MB"
+
+
+# ---------------------------------------------------------------------------
+# Failed writes, files never completed, full and read-only disks (issue 9)
+
+pytest_plugins = ["tmpfs"]
+
+
+def _sizes(d: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(d.iterdir())}
+
+
+async def test_rollback_cuts_written_records_and_rolled_slices(tmp_path: Path) -> None:
+    """Records of a failed batch already written (no buffering) are cut off
+    the files; slices the batch started are deleted; slices the limits
+    removed come back, and are deleted only when a batch is released."""
+    root = tmp_path / "s"
+    fs = fresh(root, StoreLimits(max_msgs=4), slice_max_msgs=2, buffer_size=0)
+    ms = fs.create_channel("c").msgs
+    for s in range(1, 4):
+        put(ms, s, "c", data=b"kept")
+    await ms.flush()
+    chan = root / "c"
+    before = _sizes(chan)
+    assert GoLayout(root).slices("c") == [1, 2]
+    ms.mark()
+    for s in range(4, 10):
+        put(ms, s, "c", data=b"refused")
+    # written at once; slices 1 and 2 are out (limits) but deleted only at release
+    assert GoLayout(root).slices("c") == [1, 2, 3, 4, 5]
+    assert ms.first_sequence() == 6
+    ms.rollback()
+    assert _sizes(chan) == before
+    assert (ms.first_sequence(), ms.last_sequence(), ms.state()[0]) == (1, 3, 3)
+    assert [pb.MsgProto.FromString(ms.lookup(s)).data for s in range(1, 4)] == [b"kept"] * 3
+    ms.mark()
+    for s in range(4, 7):
+        put(ms, s, "c", data=b"new")
+    await ms.flush()
+    ms.release()
+    assert GoLayout(root).slices("c") == [2, 3]  # slice 1 (1, 2) removed at release
+    await fs.close()
+    msgs = GoLayout(root).messages("c")
+    assert {s: m.data for s, m in msgs.items()} == {
+        3: b"kept", 4: b"new", 5: b"new", 6: b"new"
+    }
+    fs, rs = reopen(root, StoreLimits(max_msgs=4), slice_max_msgs=2)
+    ms = rs.channels["c"].channel.msgs
+    assert (ms.first_sequence(), ms.last_sequence()) == (3, 6)
+    fs.close_sync()
+
+
+async def test_rollback_keeps_what_was_buffered_before_the_mark(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    fs = fresh(root)
+    ms = fs.create_channel("c").msgs
+    put(ms, 1, "c", data=b"one")
+    ms.mark()  # 1 is still in the write buffer
+    put(ms, 2, "c", data=b"two")
+    ms.rollback()
+    await ms.flush()
+    await fs.close()
+    assert {s: m.data for s, m in GoLayout(root).messages("c").items()} == {1: b"one"}
+
+
+def test_files_never_completed_are_recovered_as_empty(tmp_path: Path, capfd) -> None:
+    """Go (and nss before issue 9) refused to start on an empty subs.dat
+    ("unable to verify file version: EOF"): the operator had to delete it."""
+    root = tmp_path / "s"
+    fs = fresh(root)
+    cs = fs.create_channel("c")
+    for s in range(1, 4):
+        put(cs.msgs, s, "c")
+    cs.subs.create_sub(spb.SubState(clientID="x"))
+    fs.create_channel("other")
+    fs.add_client(spb.ClientInfo(ID="x"))
+    fs.close_sync()
+    short = {
+        root / "other" / "subs.dat": b"",
+        root / "clients.dat": b"\x01",
+        root / "c" / "msgs.2.dat": b"",  # a slice whose creation failed
+        root / "c" / "msgs.2.idx": b"\x01\x00\x00",
+    }
+    (root / "new").mkdir()
+    short[root / "new" / "subs.dat"] = b""
+    for p, data in short.items():
+        p.write_bytes(data)
+    capfd.readouterr()
+    fs, rs = reopen(root)
+    err = capfd.readouterr().err
+    for p, data in short.items():
+        assert f'File "{p}" is shorter than its version header ({len(data)} bytes)' in err
+        assert p.read_bytes() == b"\x01\x00\x00\x00"
+    assert rs.clients == []
+    assert rs.channels["other"].subscriptions == []
+    assert rs.channels["new"].channel.msgs.last_sequence() == 0
+    ms = rs.channels["c"].channel.msgs
+    assert (ms.first_sequence(), ms.last_sequence()) == (1, 3)
+    assert len(rs.channels["c"].subscriptions) == 1
+    put(ms, 4, "c")
+    rs.channels["other"].channel.subs.create_sub(spb.SubState(clientID="y"))
+    fs.close_sync()
+    fs, rs = reopen(root)
+    assert rs.channels["c"].channel.msgs.last_sequence() == 4
+    assert len(rs.channels["other"].subscriptions) == 1
+    fs.close_sync()
+
+
+def test_zero_padding_with_records_behind_it_is_reported(tmp_path: Path, capfd) -> None:
+    """Zeros in the middle of subs.dat or clients.dat end the log there as
+    before, but the records behind them are no longer dropped silently."""
+    root = tmp_path / "s"
+    fs = fresh(root)
+    cs = fs.create_channel("c")
+    sub = spb.SubState(clientID="x")
+    cs.subs.create_sub(sub)
+    for s in range(1, 6):
+        cs.subs.add_seq_pending(sub.ID, s)
+    for s in range(1, 6):
+        cs.subs.ack_seq_pending(sub.ID, s)
+    for i in range(3):
+        fs.add_client(spb.ClientInfo(ID=f"c{i}"))
+    fs.close_sync()
+    g = GoLayout(root)
+    holes = {}
+    for rel, typed_rec in (("c/subs.dat", 6), ("clients.dat", 1)):
+        p = root / rel
+        data = bytearray(p.read_bytes())
+        off = 4
+        for _, _, payload in g.records(p, typed=True)[:typed_rec]:
+            off += 8 + len(payload)
+        data[off : off + 8] = bytes(8)  # one record header zeroed
+        p.write_bytes(bytes(data))
+        holes[p] = off
+    capfd.readouterr()
+    fs, rs = reopen(root)
+    err = capfd.readouterr().err
+    for p, off in holes.items():
+        assert f'File "{p}" has zero padding at offset {off} with data behind it' in err
+        assert p.stat().st_size == off
+    # the acks behind the zeros are gone: their messages are pending again
+    assert rs.channels["c"].subscriptions[0].pending == {1, 2, 3, 4, 5}
+    assert [c.ID for c in rs.clients] == ["c0"]
+    fs.close_sync()
+    # a plain zero tail (pre-allocated space) is not worth a warning
+    with open(root / "clients.dat", "ab") as f:
+        f.write(bytes(64))
+    capfd.readouterr()
+    fs, rs = reopen(root)
+    assert "zero padding" not in capfd.readouterr().err
+    fs.close_sync()
+
+
+def _fill(disk_root: Path) -> None:
+    """Take every free byte of the file system."""
+    with open(disk_root / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"f" * 4096)
+        except OSError:
+            pass
+
+
+async def test_failed_append_leaves_no_partial_record(tmp_path: Path, tmpfs) -> None:
+    """A subs.dat/clients.dat write that fails half way (the record crosses
+    into a page the full disk cannot give) is cut back off: a crash then
+    leaves a log that recovers without file_truncate_bad_eof."""
+    disk = tmpfs(128)
+    root = disk.path / "s"
+    fs = fresh(root)
+    cs = fs.create_channel("c")
+    sub = spb.SubState(clientID="x", inbox="i" * 200)
+    cs.subs.create_sub(sub)
+    fs.add_client(spb.ClientInfo(ID="x", HbInbox="h" * 200))
+    await cs.subs.flush()
+    await fs.flush()
+    # end both files just short of a page boundary
+    while (root / "c" / "subs.dat").stat().st_size < 4096 - 300:
+        cs.subs.update_sub(sub)
+        await cs.subs.flush()
+    while (root / "clients.dat").stat().st_size < 4096 - 300:
+        fs.add_client(spb.ClientInfo(ID="x", HbInbox="h" * 200))
+        await fs.flush()
+    sizes = {p: p.stat().st_size for p in (root / "c" / "subs.dat", root / "clients.dat")}
+    _fill(disk.path)
+    for _ in range(3):  # the third record crosses the page boundary
+        cs.subs.update_sub(sub)
+        fs.add_client(spb.ClientInfo(ID="x", HbInbox="h" * 200))
+    with pytest.raises(StoreError, match="No space left on device"):
+        await cs.subs.flush()
+    with pytest.raises(StoreError, match="No space left on device"):
+        await fs.flush()
+    for p, size in sizes.items():
+        assert p.stat().st_size == size, p  # nothing half written
+    # as after a crash now (fs is not closed): recovery needs no option
+    fs2, rs = reopen(root)
+    assert len(rs.channels["c"].subscriptions) == 1 and [c.ID for c in rs.clients] == ["x"]
+    fs2.close_sync()
+    (disk.path / "filler").unlink()
+    await fs.close()
+
+
+async def test_rollback_that_cannot_truncate_refuses_new_messages(tmp_path: Path, tmpfs) -> None:
+    """The cut of a failed batch fails too (here the file system refuses
+    it: the file is immutable): the channel refuses messages (new ones must
+    not land behind records that were refused) until the cut can be made,
+    then stores again."""
+    disk = tmpfs(1024)
+    root = disk.path / "s"
+    fs = fresh(root, buffer_size=0)
+    ms = fs.create_channel("c").msgs
+    for s in range(1, 3):
+        put(ms, s, "c", data=b"kept")
+    await ms.flush()
+    ms.mark()
+    put(ms, 3, "c", data=b"refused")  # written at once (no buffer)
+    dat = root / "c" / "msgs.1.dat"
+    subprocess.run(["chattr", "+i", str(dat)], check=True)
+    try:
+        ms.rollback()
+        assert ms.last_sequence() == 2 and ms.lookup(3) is None
+        with pytest.raises(StoreError, match=f'unable to undo a failed write on "{dat}"'):
+            put(ms, 3, "c", data=b"retried")
+    finally:
+        subprocess.run(["chattr", "-i", str(dat)], check=True)
+    put(ms, 3, "c", data=b"retried")
+    await fs.close()
+    fs, rs = reopen(root)
+    ms = rs.channels["c"].channel.msgs
+    got = [pb.MsgProto.FromString(ms.lookup(s)).data for s in range(1, 4)]
+    assert got == [b"kept", b"kept", b"retried"] and ms.last_sequence() == 3
+    fs.close_sync()
+
+
+def test_read_only_datastore_is_reported_as_such(tmp_path: Path, tmpfs) -> None:
+    disk = tmpfs(1024)
+    root = disk.path / "s"
+    fresh(root).close_sync()
+    disk.read_only()
+    fs = FileStore(str(root), StoreLimits(), FAST)
+    with pytest.raises(StoreError, match="read-only file system"):
+        fs.get_exclusive_lock()
+    fs.close_sync()

@@ -25,6 +25,7 @@ from nss.stores.base import (
     ERR_TOO_MANY_CHANNELS,
     ERR_TOO_MANY_SUBS,
     MsgStore,
+    RecoveredState,
     Store,
     StoreError,
 )
@@ -60,27 +61,48 @@ async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         kind = "SQL"
     pg = request.getfixturevalue("pg_server") if kind == "SQL" else None
     opened: list[Store] = []
+    where: dict[int, tuple[StoreLimits, str]] = {}
+
+    def open_store(lim: StoreLimits, at: str) -> Store:
+        if kind == "MEMORY":
+            return MemoryStore(lim)
+        if kind == "SQL":
+            from nss.stores.sql import SQLStore
+
+            return SQLStore(lim, SQLOptions("postgres", at, no_caching=no_caching))
+        return FileStore(at, lim, FileOptions(do_sync=False))
 
     def factory(per_channel: dict[str, ChannelLimits] | None = None, **limits: object) -> Store:
         lim = StoreLimits(**limits)  # type: ignore[arg-type]
         if per_channel:
             lim.per_channel = per_channel
-        if kind == "MEMORY":
-            st: Store = MemoryStore(lim)
-        elif kind == "SQL":
-            from nss.stores.sql import SQLStore
-
+        at = ""
+        if kind == "SQL":
             assert pg is not None
-            dsn = pg.create_db(f"nss_contract_{next(_dbs)}")
-            st = SQLStore(lim, SQLOptions("postgres", dsn, no_caching=no_caching))
-        else:
-            st = FileStore(str(tmp_path / f"store{len(opened)}"), lim, FileOptions(do_sync=False))
+            at = pg.create_db(f"nss_contract_{next(_dbs)}")
+        elif kind == "FILE":
+            at = str(tmp_path / f"store{len(opened)}")
+        st = open_store(lim, at)
         assert st.recover() is None
         st.init(spb.ServerInfo(ClusterID="contract"))
         opened.append(st)
+        where[id(st)] = (lim, at)
         return st
 
+    async def reopen(st: Store) -> RecoveredState | None:
+        """Close ``st`` and recover what it left (None for MEMORY)."""
+        if kind == "MEMORY":
+            return None
+        await st.close()
+        lim, at = where[id(st)]
+        again = open_store(lim, at)
+        opened.append(again)
+        rs = again.recover()
+        assert rs is not None
+        return rs
+
     factory.kind = kind  # type: ignore[attr-defined]
+    factory.reopen = reopen  # type: ignore[attr-defined]
     yield factory
     for st in opened:
         await st.close()
@@ -148,6 +170,59 @@ class TestStoreContract:
         assert (ms.first_sequence(), ms.last_sequence(), ms.state()) == (5, 4, (0, 0))
         put(ms, 5, ts=now + 20 * SEC)
         assert (ms.first_sequence(), ms.last_sequence()) == (5, 5)
+
+    async def test_rollback_forgets_the_batch(self, make: Factory) -> None:
+        """A failed publish batch is answered with errors, so nothing of it
+        may stay: not in memory, not on disk, not in the database, and the
+        sequence is reused (issue 9)."""
+        st = make()
+        ms = st.create_channel("foo").msgs
+        ms.rollback()  # no mark: nothing to do
+        kept = [put(ms, s) for s in range(1, 4)]
+        await ms.flush()
+        before = (ms.first_sequence(), ms.last_sequence(), ms.state())
+        ms.mark()
+        for s in range(4, 7):
+            put(ms, s, data=b"refused")
+        ms.rollback()
+        assert (ms.first_sequence(), ms.last_sequence(), ms.state()) == before
+        assert ms.lookup(4) is None and ms.timestamp_of(4) is None
+        assert ms.get_sequence_from_timestamp(4 * SEC) == 4
+        ms.mark()
+        again = put(ms, 4, data=b"retried")
+        await ms.flush()
+        ms.release()
+        assert ms.last_sequence() == 4 and ms.lookup(4) == again
+        rs = await make.reopen(st)  # type: ignore[attr-defined]
+        if rs is not None:
+            ms = rs.channels["foo"].channel.msgs
+            assert (ms.first_sequence(), ms.last_sequence()) == (1, 4)
+            assert [ms.lookup(s) for s in range(1, 5)] == [*kept, again]
+            assert ms.lookup(5) is None
+
+    async def test_rollback_brings_back_what_the_limits_dropped(self, make: Factory) -> None:
+        st = make(max_msgs=3)
+        ms = st.create_channel("foo").msgs
+        kept = [put(ms, s) for s in range(1, 4)]
+        await ms.flush()
+        before = (ms.first_sequence(), ms.last_sequence(), ms.state())
+        ms.mark()
+        for s in range(4, 9):
+            put(ms, s)
+        assert ms.first_sequence() == 6  # limits apply at once
+        ms.rollback()
+        assert (ms.first_sequence(), ms.last_sequence(), ms.state()) == before
+        assert [ms.lookup(s) for s in range(1, 4)] == kept
+        ms.mark()
+        d4 = put(ms, 4)
+        await ms.flush()
+        ms.release()
+        assert (ms.first_sequence(), ms.last_sequence(), ms.state()[0]) == (2, 4, 3)
+        rs = await make.reopen(st)  # type: ignore[attr-defined]
+        if rs is not None:
+            ms = rs.channels["foo"].channel.msgs
+            assert (ms.first_sequence(), ms.last_sequence()) == (2, 4)
+            assert [ms.lookup(s) for s in range(2, 5)] == [*kept[1:], d4]
 
     async def test_expire_without_max_age(self, make: Factory) -> None:
         ms = make().create_channel("foo").msgs
