@@ -33,6 +33,7 @@ from nss.server.ops.heartbeat import ClientHeartbeats
 from nss.server.ops.subscribe import handle_subscribe
 from nss.server.ops.unsubscribe import handle_subclose, handle_unsubscribe
 from nss.server.startup import server_subjects
+from nss.stores.base import StoreError
 from nss.stores.memory import MemoryStore
 
 
@@ -229,6 +230,23 @@ async def test_unsubscribe_and_close_responses(ctx: ServerContext) -> None:
     assert resp == pb.CloseResponse() and ctx.clients.get("c1") is None
     resp = await handle_close(ctx, pb.CloseRequest(clientID="c1").SerializeToString(), "r")
     assert resp is not None and resp.error == ERR_UNKNOWN_CLIENT
+
+
+async def test_subscription_that_cannot_be_stored_is_refused(
+    ctx: ServerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await connect(ctx)
+    ch = ctx.channel("foo")
+
+    async def full() -> None:
+        raise StoreError("no space left on device")
+
+    monkeypatch.setattr(ch.subs_store, "flush", full)
+    resp = await handle_subscribe(ctx, sub_req(durableName="d"), "r")
+    assert resp is not None and resp.error == "no space left on device"
+    assert ch.all_subs() == [] and not ch.has_active_subs()
+    client = ctx.clients.get("c1")
+    assert client is not None and client.subs == []
 
 
 # ------------------------------------------------------------ pings

@@ -89,7 +89,14 @@ async def handle_subscribe(
     sub = created.sub
     if created.replaced is not None:
         ctx.finish_removal(sub, created.replaced)
-    await ch.subs_store.flush()
+    try:
+        await ch.subs_store.flush()
+    except StoreError as e:
+        # not durable, so not made: a new subscription is forgotten, a
+        # resumed one goes back off line; the client gets the error
+        ctx.log.error(f"[Client:{client.id}] Unable to store subscription on {ch.name}: {e}")
+        ctx.take_offline(sub, unsubscribe=not created.resumed)
+        return _error(str(e))
     attach(sub, client)
     ctx.listen_acks(sub)
     ctx.expiry.disarm_inactivity(ch)
