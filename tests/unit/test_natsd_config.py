@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nss import private_dir
 from nss.natsd import build_args
-from nss.natsd_config import Pins, child_config
+from nss.natsd.config import Pins, child_config
 from nss.options import NATSOptions
 
 SECRETS = ("alicepw", "tok3n", "clusterpw", "routepw")

@@ -13,9 +13,9 @@ the file's ``authorization`` block and kept the rest of it; ``--cluster
 nats://u:p@host:port`` replaced the route listener and its credentials and
 kept the rest of the ``cluster`` block; ``--routes`` replaced the routes.
 
-Pure functions of their inputs (the supervisor in ``nss.natsd`` reads the
-user's file and writes the result), so the rules are unit-tested without
-processes.
+Pure functions of their inputs (the supervisor, :mod:`nss.natsd.supervisor`,
+reads the user's file and writes the result), so the rules are unit-tested
+without processes.
 """
 
 from __future__ import annotations
