@@ -389,9 +389,15 @@ class EmbeddedNATS:
         await asyncio.sleep(delay)
         if self._stopping:
             return
+        from nss.config import ConfigError
+
         try:
             await self._spawn()
-        except NATSServerError as e:
+        except (NATSServerError, ConfigError, OSError) as e:
+            # a configuration file broken meanwhile counts as a failed start:
+            # retried with the back-off, given up on with the fatal line
+            if not isinstance(e, NATSServerError):
+                e = NATSServerError(f"unable to write its configuration: {e}")
             self._event("ERR", f"embedded NATS server could not be restarted: {e}")
             self._child_died(e.returncode if e.returncode is not None else -1)
             return

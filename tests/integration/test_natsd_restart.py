@@ -140,6 +140,29 @@ async def test_child_that_keeps_dying_ends_nss(procs: list[NssProcess]) -> None:
     assert nss.log_text().count("restarting it in") == 4
 
 
+async def test_config_broken_while_running_delays_the_restart_not_ends_nss(
+    procs: list[NssProcess], tmp_path: Path
+) -> None:
+    """A restart that cannot read the user's file (edited meanwhile) is
+    retried with the back-off; mended in time, the child comes back."""
+    conf = tmp_path / "nats.conf"
+    port = free_port()
+    good = f"listen: 127.0.0.1:{port}\n"
+    conf.write_text(good)
+    nss = NssProcess(["-c", str(conf)])
+    procs.append(nss)
+    await line(nss, READY_LINE)
+    old = await asyncio.to_thread(child_pid, nss)
+    conf.write_text("listen: {{{ broken\n")
+    os.kill(old, signal.SIGKILL)
+    failed = await line(nss, "could not be restarted")
+    assert "[ERR]" in failed and "unable to write its configuration" in failed
+    conf.write_text(good)
+    restarted = await line(nss, "embedded NATS server restarted")
+    assert f"127.0.0.1:{port}" in restarted
+    assert nss.proc.poll() is None
+
+
 async def test_ft_active_restarts_its_child_and_stays_the_only_writer(
     procs: list[NssProcess], tmp_path: Path
 ) -> None:
