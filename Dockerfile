@@ -13,7 +13,9 @@
 #
 # BASE must be a Debian-like image with python3 (>= 3.11, with venv) and
 # useradd; both stages use it so that the venv's interpreter is the same one.
-ARG BASE=python:3.12-slim
+# The default is the official slim image of the Python and Debian releases
+# the image test builds on (Debian bookworm's python3 is 3.11).
+ARG BASE=docker.io/library/python:3.11-slim-bookworm
 
 FROM ${BASE} AS build
 # binutils' strip: the wheels' C extensions carry debug info, 14 MB of the
@@ -25,6 +27,7 @@ RUN set -eu; \
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
+RUN python3 -m venv /opt/nss
 COPY setup.py setup.cfg README.md /src/
 COPY nss /src/nss
 # pip, setuptools and wheel only serve the install: dropping them from the
@@ -33,7 +36,6 @@ RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert \
     set -eu; \
     if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
     if [ -s /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi; \
-    python3 -m venv /opt/nss; \
     /opt/nss/bin/pip install /src; \
     /opt/nss/bin/python -m pip uninstall -y -q pip setuptools wheel; \
     find /opt/nss -name '*.so*' -type f -exec strip --strip-unneeded {} +; \
@@ -47,17 +49,18 @@ LABEL org.opencontainers.image.title="nss" \
       org.opencontainers.image.licenses="Apache-2.0"
 # /data is the volume the FILE store (and log/pid files) go to; the server
 # user owns it so that a fresh named volume is writable without root.
+# /nats-streaming-server is the Go image's binary path, for compose files
+# that name it as their entrypoint.
 RUN set -eu; \
     groupadd --gid "${NSS_GID}" nss; \
     useradd --uid "${NSS_UID}" --gid nss --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin nss; \
     mkdir -p /data /etc/nss; \
     chown nss:nss /data; \
-    chmod 0750 /data
+    chmod 0750 /data; \
+    ln -s /opt/nss/bin/nss /nats-streaming-server
 COPY --from=build /opt/nss /opt/nss
 COPY container/nss-healthcheck /opt/nss/bin/nss-healthcheck
-# The Go image's binary path, for compose files that name it as entrypoint.
-RUN ln -s /opt/nss/bin/nss /nats-streaming-server
 ENV PATH=/opt/nss/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -35,7 +35,7 @@ pytestmark = [
 
 MB = 1_000_000
 # nss's own layers (venv, nats-server, healthcheck) on top of the base: what
-# keeps the image under 200 MB on python:3.12-slim. Unstripped wheels or a
+# keeps the image under 200 MB on the default slim base. Unstripped wheels or a
 # left-over pip cache would blow it.
 MAX_ADDED_BYTES = 75 * MB
 MARKER = f"nss-test-build-secret-{uuid.uuid4().hex}"
