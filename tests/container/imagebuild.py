@@ -275,24 +275,10 @@ def build_image(tag: str, marker: str) -> Image:
     with tempfile.TemporaryDirectory(prefix="nss-build-secrets-") as tmp:
         secrets = write_build_secrets(Path(tmp), marker)
         start = time.monotonic()
-        run(
-            [
-                "buildah",
-                "bud",
-                "--isolation",
-                "chroot",
-                "--format",
-                "docker",
-                "--pull=never",
-                "--build-arg",
-                f"BASE={base}",
-                *secrets,
-                "-t",
-                tag,
-                str(ROOT),
-            ],
-            timeout=1200,
-        )
+        build = ["buildah", "bud", "--isolation", "chroot", "--format", "docker"]
+        # --force-rm: a failed build leaves no working containers behind
+        opts = ["--pull=never", "--force-rm", "--build-arg", f"BASE={base}", *secrets]
+        run([*build, *opts, "-t", tag, str(ROOT)], timeout=1200)
         took = time.monotonic() - start
     info = json.loads(run(["buildah", "inspect", "--type", "image", tag]).stdout)
     history = [h.get("created_by", "") for h in info["Docker"].get("history", [])]
@@ -394,21 +380,10 @@ class ContainerServer(NssProcess):
         user, with the image's environment: what ``docker exec`` and the
         runtime's HEALTHCHECK do."""
         user, group = self.image.user
+        enter = ["nsenter", f"--target={self.server_pid()}", "--pid", "--mount", "--root", "--wd"]
+        as_user = ["setpriv", f"--reuid={user}", f"--regid={group}", "--init-groups", "--"]
         return subprocess.run(
-            [
-                "nsenter",
-                f"--target={self.server_pid()}",
-                "--pid",
-                "--mount",
-                "--root",
-                "--wd",
-                "setpriv",
-                f"--reuid={user}",
-                f"--regid={group}",
-                "--init-groups",
-                "--",
-                *command,
-            ],  # fmt: skip
+            [*enter, *as_user, *command],
             env=self.image.env,
             capture_output=True,
             text=True,
