@@ -276,8 +276,7 @@ def build_image(tag: str, marker: str) -> Image:
         secrets = write_build_secrets(Path(tmp), marker)
         start = time.monotonic()
         build = ["buildah", "bud", "--isolation", "chroot", "--format", "docker"]
-        # --force-rm: a failed build leaves no working containers behind
-        opts = ["--pull=never", "--force-rm", "--build-arg", f"BASE={base}", *secrets]
+        opts = ["--pull=never", "--build-arg", f"BASE={base}", *secrets]
         run([*build, *opts, "-t", tag, str(ROOT)], timeout=1200)
         took = time.monotonic() - start
     info = json.loads(run(["buildah", "inspect", "--type", "image", tag]).stdout)
