@@ -22,10 +22,9 @@ from procs import READY_LINE, ROOT, NssProcess, NssServer, free_port
 SCRIPT = ROOT / "container" / "nss-healthcheck"
 
 
-def healthcheck(*args: str) -> subprocess.CompletedProcess[str]:
-    # from / so that a relative -sc path only resolves through the server's cwd
+def healthcheck(*args: str, cwd: str | Path = "/") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=30, cwd="/"
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=30, cwd=cwd
     )
 
 
@@ -77,7 +76,10 @@ def test_monitoring_port_from_a_relative_config_file(
     srv = NssProcess(["-sc", os.path.relpath(conf, ROOT)])  # nss runs in ROOT
     servers.append(srv)
     srv.wait_for_line(READY_LINE)
-    r = healthcheck("--pid", str(srv.proc.pid))
+    # from elsewhere, so the relative path resolves only from the server's cwd
+    elsewhere = tmp_path / "a" / "b" / "c"
+    elsewhere.mkdir(parents=True)
+    r = healthcheck("--pid", str(srv.proc.pid), cwd=elsewhere)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"status": "ok"}
 
