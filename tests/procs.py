@@ -27,13 +27,19 @@ class NssProcess:
     """A running nss; ``lines`` collects everything it logs."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str] | None = None, prefix: list[str] | None = None
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+        program: list[str] | None = None,
     ) -> None:
+        """``program`` replaces ``python -m nss`` (e.g. nss run from a
+        container image); ``prefix`` goes before it (e.g. a netns exec)."""
         self.args = args
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
-            [*(prefix or []), sys.executable, "-m", "nss", *args],
+            [*(prefix or []), *(program or [sys.executable, "-m", "nss"]), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
