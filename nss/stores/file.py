@@ -48,11 +48,7 @@ from nss.options import ChannelLimits, FileOptions, StoreLimits
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.stores.base import (
-    ERR_ALREADY_EXISTS,
     ERR_NO_SRV_BUT_CHANNELS,
-    ERR_NOT_FOUND,
-    ERR_TOO_MANY_CHANNELS,
-    ERR_TOO_MANY_SUBS,
     ChannelStore,
     MsgStore,
     RecoveredChannel,
@@ -96,7 +92,6 @@ from nss.stores.filerec import (
     u32_array,
     u64_array,
 )
-from nss.units import friendly_bytes
 
 _log = get_logger()
 
@@ -522,7 +517,7 @@ class _MsgMark:
         self.last = ms._last
         self.count = ms._count
         self.bytes = ms._bytes
-        self.hit_limit = ms._hit_limit
+        self.hit_limit = ms.hit_limit
         self.write = ms._write
         self.last_num = ms._last_num
         self.w_off = ms._w_off
@@ -540,10 +535,9 @@ class FileMsgStore(MsgStore):
     """Messages of one channel in ``msgs.N.dat``/``.idx`` slices."""
 
     def __init__(self, fs: FileStore, name: str, directory: str, limits: ChannelLimits) -> None:
+        super().__init__(name, limits)
         self._fs = fs
-        self.name = name
         self.dir = directory
-        self.limits = limits
         o = fs.opts
         self._crc = fs.crc
         self._do_crc = o.do_crc
@@ -574,7 +568,6 @@ class FileMsgStore(MsgStore):
         self._head_pos = 0
         self._sync = _SyncState()
         self._sync_later: list[int] = []  # dups of rolled-over slices to fsync
-        self._hit_limit = False
         self._active = False
         self._closed = False
         self._cur_file = ""
@@ -626,10 +619,7 @@ class FileMsgStore(MsgStore):
         self._cache_bytes += len(data)
         self._fs.cache_total += len(data)
         self._active = True
-        lim = self.limits
-        mm, mb = lim.max_msgs, lim.max_bytes
-        if (mm > 0 and self._count > mm) or (mb > 0 and self._bytes > mb):
-            self._enforce(True)
+        self.apply_limits()
         if self._bufsize == 0 or len(self._wbuf) >= self._bufsize:
             try:
                 self._write_out()
@@ -718,7 +708,7 @@ class FileMsgStore(MsgStore):
         else:
             self._cut_back(m.write, m)
         self._first, self._last, self._count, self._bytes = m.first, m.last, m.count, m.bytes
-        self._hit_limit = m.hit_limit
+        self.hit_limit = m.hit_limit
         self._flushed_seq = min(self._flushed_seq, m.last)
         self._head_sl = None
         self._head_buf = b""
@@ -866,7 +856,7 @@ class FileMsgStore(MsgStore):
         self._count = self._bytes = 0
         self._first = self._last + 1 if self._last else 0
         self._flushed_seq = self._last
-        self._hit_limit = False
+        self.hit_limit = False
         self._sync.synced = self._sync.written
 
     def close(self) -> None:
@@ -1290,25 +1280,16 @@ class FileMsgStore(MsgStore):
                 except OSError:
                     pass
 
-    def _enforce(self, report: bool) -> None:
-        lim = self.limits
-        mm, mb = lim.max_msgs, lim.max_bytes
-        while self._count > 1 and ((mm > 0 and self._count > mm) or (mb > 0 and self._bytes > mb)):
-            try:
-                h = self._head()
-            except (OSError, StoreError) as e:
-                _log.error(f"Unable to remove first message: {e}")
-                return
-            if h is None:
-                return
-            self._remove_first(h[1])
-            if report and not self._hit_limit:
-                self._hit_limit = True
-                _log.warning(
-                    f'Reached limits for store "{self.name}" (msgs={self._count}/{mm} '
-                    f"bytes={friendly_bytes(self._bytes)}/{friendly_bytes(mb)}), "
-                    "dropping old messages to make room for new ones"
-                )
+    def _drop_oldest(self) -> bool:
+        try:
+            h = self._head()
+        except (OSError, StoreError) as e:
+            _log.error(f"Unable to remove first message: {e}")
+            return False
+        if h is None:
+            return False
+        self._remove_first(h[1])
+        return True
 
     # -- recovery ----------------------------------------------------------
 
@@ -1345,7 +1326,7 @@ class FileMsgStore(MsgStore):
         self._flushed_seq = self._last
         pool.hold += 1
         try:
-            self._enforce(False)
+            self.apply_limits(report=False)
             if self._max_age_ns > 0 and self._count > 0:
                 self.expire(time.time_ns())
         finally:
@@ -1617,9 +1598,9 @@ class FileSubStore(SubStore):
     bounded by MaxInflight per subscription."""
 
     def __init__(self, fs: FileStore, name: str, directory: str, limits: ChannelLimits) -> None:
+        super().__init__(limits)
         self._fs = fs
         self.name = name
-        self.limits = limits
         self.path = os.path.join(directory, SUBS_FILE)
         self._crc = fs.crc
         self._opts = fs.opts
@@ -1666,10 +1647,10 @@ class FileSubStore(SubStore):
 
     # -- interface ---------------------------------------------------------
 
-    def create_sub(self, sub: spb.SubState) -> None:
-        ms = self.limits.max_subscriptions
-        if ms > 0 and len(self._subs) >= ms:
-            raise StoreError(ERR_TOO_MANY_SUBS)
+    def _sub_count(self) -> int:
+        return len(self._subs)
+
+    def _create_sub(self, sub: spb.SubState) -> None:
         self._max_id += 1
         sub.ID = self._max_id
         self._record(SUB_REC_NEW, sub.SerializeToString())
@@ -1958,7 +1939,6 @@ class FileStore(Store):
         self.cache_total = 0
         self.cache_budget = max(_CACHE_BUDGET, 4 * max(2 * self.opts.read_buffer_size, _MIN_CACHE))
         self._cached: OrderedDict[FileMsgStore, None] = OrderedDict()  # LRU of caches
-        self.channels: dict[str, ChannelStore] = {}
         # the same stores, typed, for the background work
         self._stores: dict[str, tuple[FileMsgStore, FileSubStore]] = {}
         self.clients: dict[str, spb.ClientInfo] = {}
@@ -2303,8 +2283,11 @@ class FileStore(Store):
                         raise err
         finally:
             self.pool.hold -= 1
-        for rc in out.values():
-            self._register(rc.channel)
+        for name, rc in out.items():
+            ms, ss = rc.channel.msgs, rc.channel.subs
+            assert isinstance(ms, FileMsgStore) and isinstance(ss, FileSubStore)
+            self.channels[name] = rc.channel
+            self._stores[name] = (ms, ss)
         self.pool.trim()
         return out
 
@@ -2334,14 +2317,8 @@ class FileStore(Store):
             raise StoreError(f"unable to recover subscription store for [{name}]: {e}") from e
         return RecoveredChannel(channel=ChannelStore(name, ms, ss), subscriptions=ss.recovered())
 
-    def create_channel(self, name: str) -> ChannelStore:
-        if name in self.channels:
-            raise StoreError(ERR_ALREADY_EXISTS)
-        mc = self.limits.max_channels
-        if mc > 0 and len(self.channels) >= mc:
-            raise StoreError(ERR_TOO_MANY_CHANNELS)
+    def _new_channel(self, name: str, limits: ChannelLimits) -> ChannelStore:
         d = os.path.join(self.root, name)
-        limits = self.channel_limits(name)
         existed = os.path.isdir(d)
         try:
             os.makedirs(d, 0o777, exist_ok=True)
@@ -2353,26 +2330,17 @@ class FileStore(Store):
             if not existed:
                 shutil.rmtree(d, ignore_errors=True)
             raise StoreError(str(e)) from e
-        cs = ChannelStore(name, ms, ss)
-        self._register(cs)
+        self._stores[name] = (ms, ss)
         self._ensure_bg()
-        return cs
+        return ChannelStore(name, ms, ss)
 
-    def _register(self, cs: ChannelStore) -> None:
-        assert isinstance(cs.msgs, FileMsgStore) and isinstance(cs.subs, FileSubStore)
-        self.channels[cs.name] = cs
-        self._stores[cs.name] = (cs.msgs, cs.subs)
-
-    def delete_channel(self, name: str) -> None:
-        cs = self.channels.pop(name, None)
-        if cs is None:
-            raise StoreError(ERR_NOT_FOUND)
-        ms, ss = self._stores.pop(name)
+    def _drop_channel(self, cs: ChannelStore) -> None:
+        ms, ss = self._stores.pop(cs.name)
         ms._discard()
         ss._discard()
         self._cached.pop(ms, None)
         try:
-            shutil.rmtree(os.path.join(self.root, name))
+            shutil.rmtree(os.path.join(self.root, cs.name))
         except FileNotFoundError:
             pass
         except OSError as e:

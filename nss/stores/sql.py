@@ -84,11 +84,7 @@ from nss.nuid import NUID
 from nss.options import ChannelLimits, SQLOptions, StoreLimits
 from nss.pb import spb_pb2 as spb
 from nss.stores.base import (
-    ERR_ALREADY_EXISTS,
     ERR_NO_SRV_BUT_CHANNELS,
-    ERR_NOT_FOUND,
-    ERR_TOO_MANY_CHANNELS,
-    ERR_TOO_MANY_SUBS,
     ChannelStore,
     MsgStore,
     RecoveredChannel,
@@ -332,15 +328,13 @@ class SQLMsgStore(MsgStore):
     """Messages of one channel: rows of ``Messages`` with ``id`` = channel ID."""
 
     def __init__(self, store: SQLStore, name: str, cid: int, limits: ChannelLimits) -> None:
+        super().__init__(name, limits)
         self._store = store
-        self.name = name
         self.cid = cid
-        self.limits = limits
         self._first = 0
         self._last = 0
         self._count = 0
         self._bytes = 0
-        self._warned = False
         self.deleted = False
         # seq -> (timestamp, MsgProto): every uncommitted message and the
         # most recent committed ones
@@ -357,7 +351,7 @@ class SQLMsgStore(MsgStore):
         # (seq, timestamp, size) of the oldest messages, read in windows
         self._head: deque[tuple[int, int, int]] = deque()
         # publish batch (see MsgStore.mark): (first, last, count, bytes,
-        # warned, floor) at mark(), uncommitted messages the limits dropped
+        # hit_limit, floor) at mark(), uncommitted messages the limits dropped
         # since, and the error of the commit that took the batch's rows
         self._mark: tuple[int, int, int, int, bool, int] | None = None
         self._dropped: list[tuple[int, tuple[int, bytes]]] = []
@@ -379,28 +373,17 @@ class SQLMsgStore(MsgStore):
         self._count += 1
         self._bytes += n
         st.mark_msgs(self)
-        lim = self.limits
-        mm, mb = lim.max_msgs, lim.max_bytes
-        if (mm > 0 and self._count > mm) or (mb > 0 and self._bytes > mb):
-            self._enforce(mm, mb)
+        self.apply_limits()
 
-    def _enforce(self, mm: int, mb: int) -> None:
-        dropped = 0
-        while self._count > 1 and ((mm > 0 and self._count > mm) or (mb > 0 and self._bytes > mb)):
-            try:
-                self._drop_first()
-            except StoreError as e:
-                # the new message is stored; the limit is enforced again on
-                # the next store once the oldest message's size can be read
-                _log.error(f'Unable to apply limits on channel "{self.name}": {e}')
-                break
-            dropped += 1
-        if dropped and not self._warned:
-            self._warned = True
-            _log.warning(
-                f'Reached limits for store "{self.name}" (msgs={self._count}/{mm} '
-                f"bytes={self._bytes}/{mb}), dropping old messages to make room for new ones"
-            )
+    def _drop_oldest(self) -> bool:
+        try:
+            self._drop_first()
+        except StoreError as e:
+            # the new message is stored; the limit is enforced again on
+            # the next store once the oldest message's size can be read
+            _log.error(f'Unable to apply limits on channel "{self.name}": {e}')
+            return False
+        return True
 
     def _meta_first(self) -> tuple[int, int]:
         """(timestamp, size) of the oldest message."""
@@ -493,7 +476,9 @@ class SQLMsgStore(MsgStore):
 
     # ------------------------------------------------------------------ batches
     def mark(self) -> None:
-        self._mark = (self._first, self._last, self._count, self._bytes, self._warned, self._floor)
+        self._mark = (
+            self._first, self._last, self._count, self._bytes, self.hit_limit, self._floor
+        )
         self._dropped = []
         self._failed = None
 
@@ -507,7 +492,7 @@ class SQLMsgStore(MsgStore):
             return
         self._mark = None
         self._failed = None
-        first, last, count, nbytes, warned, floor = m
+        first, last, count, nbytes, hit_limit, floor = m
         recent = self._recent
         for s in range(last + 1, self._last + 1):
             e = recent.pop(s, None)
@@ -524,7 +509,7 @@ class SQLMsgStore(MsgStore):
             self._recent_bytes += len(e[1])
         self._dropped = []
         self._head.clear()
-        self._first, self._last, self._count, self._bytes, self._warned = m[:5]
+        self._first, self._last, self._count, self._bytes, self.hit_limit = m[:5]
         self._floor = floor
         self._store.discard_rows(self, first, last)
         if self._committed_upto > last:
@@ -712,9 +697,9 @@ class SQLSubStore(SubStore):
     """Subscriptions of one channel and their pending messages."""
 
     def __init__(self, store: SQLStore, cid: int, limits: ChannelLimits) -> None:
+        super().__init__(limits)
         self._store = store
         self.cid = cid
-        self.limits = limits
         self.deleted = False
         self._ids: set[int] = set()  # rows with deleted=FALSE (MaxSubscriptions)
         self._has_marked_del = False
@@ -728,12 +713,14 @@ class SQLSubStore(SubStore):
             ap = self._subs[sub_id] = _SubPending()
         return ap
 
-    def create_sub(self, sub: spb.SubState) -> None:
+    def check_writable(self) -> None:
+        self._store.check_writable()
+
+    def _sub_count(self) -> int:
+        return len(self._ids)
+
+    def _create_sub(self, sub: spb.SubState) -> None:
         st = self._store
-        st.check_writable()
-        ms = self.limits.max_subscriptions
-        if ms > 0 and len(self._ids) >= ms:
-            raise StoreError(ERR_TOO_MANY_SUBS)
         st.max_sub_id += 1
         sub.ID = st.max_sub_id
         s = st.stmts
@@ -935,7 +922,6 @@ class SQLStore(Store):
         self.ft = ft
         self.max_sub_id = 0
         self._max_channel_id = 0
-        self._channels: dict[str, ChannelStore] = {}
         self._info: spb.ServerInfo | None = None
         # journal
         self._ops: list[_Op] = []
@@ -1350,14 +1336,8 @@ class SQLStore(Store):
         except SQLAlchemyError as e:
             raise StoreError(f"sql: unable to store server info: {_err_text(e)}") from e
 
-    def create_channel(self, name: str) -> ChannelStore:
-        if name in self._channels:
-            raise StoreError(ERR_ALREADY_EXISTS)
-        mc = self.limits.max_channels
-        if mc > 0 and len(self._channels) >= mc:
-            raise StoreError(ERR_TOO_MANY_CHANNELS)
+    def _new_channel(self, name: str, limits: ChannelLimits) -> ChannelStore:
         self.check_writable()
-        limits = self.channel_limits(name)
         cid = self._max_channel_id + 1
         self._max_channel_id = cid
         s = self.stmts
@@ -1374,16 +1354,11 @@ class SQLStore(Store):
                 s.add_channel_idem,
             )
         )
-        cs = ChannelStore(
+        return ChannelStore(
             name, SQLMsgStore(self, name, cid, limits), SQLSubStore(self, cid, limits)
         )
-        self._channels[name] = cs
-        return cs
 
-    def delete_channel(self, name: str) -> None:
-        cs = self._channels.pop(name, None)
-        if cs is None:
-            raise StoreError(ERR_NOT_FOUND)
+    def _drop_channel(self, cs: ChannelStore) -> None:
         ms = cs.msgs
         assert isinstance(ms, SQLMsgStore)
         ss = cs.subs
@@ -1534,7 +1509,7 @@ class SQLStore(Store):
                 self._fence(c)
                 rc = self._recover_channel(c, cid, name, maxseq)
             rs.channels[name] = rc
-            self._channels[name] = rc.channel
+            self.channels[name] = rc.channel
         return rs
 
     def _recover_channel(self, c: Connection, cid: int, name: str, maxseq: int) -> RecoveredChannel:

@@ -28,8 +28,9 @@ from nss.options import ChannelLimits, FileOptions, StoreLimits
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.stores.base import ERR_NO_SRV_BUT_CHANNELS, ERR_NOT_FOUND, StoreError
-from nss.stores.file import FileStore, friendly_bytes
+from nss.stores.file import FileStore
 from nss.stores.filerec import make_crc
+from nss.units import friendly_bytes
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "go-v0.25.6" / "filestore"
 FAST = FileOptions(do_sync=False)
