@@ -37,12 +37,12 @@ replay without blocking the event loop.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nss.log import get_logger
 from nss.options import ChannelLimits, StoreLimits
 from nss.pb import spb_pb2 as spb
+from nss.stores.lock import StoreLock
 from nss.units import friendly_bytes
 
 ERR_TOO_MANY_CHANNELS = "too many channels"
@@ -273,32 +273,16 @@ class Store(ABC):
     stores (``_new_channel``, ``_drop_channel``)."""
 
     name: str = ""
-    # FT: called (from any thread) the first time a store that fences its
-    # writes finds another server owns it; the server stops at once.
-    on_lock_lost: Callable[[], None] | None = None
 
     def __init__(self, limits: StoreLimits) -> None:
         self.limits = limits.clone()
         self.channels: dict[str, ChannelStore] = {}
 
-    def get_exclusive_lock(self) -> bool:
-        """FT: try to become the exclusive user of the store (stores.md §1.1).
-
-        May block (SQL: up to ~4.5 s while it watches a live owner), so the
-        FT loop calls it from a thread. True once owned, False if another
-        server holds it, StoreError on failure or when not supported."""
-        raise StoreError("not supported")
-
-    def check_lock(self) -> bool:
-        """FT: refresh the lease of a lock returned by ``get_exclusive_lock``.
-
-        The FT loop of the active server calls it every heartbeat interval
-        (from a thread). True: still the owner. False: another server took
-        the lock, this one must stop serving at once. StoreError: could not
-        check; the FT machine keeps serving and reports it (see
-        ``nss.server.ft.machine``: a store that fences its writes needs no
-        abort after a few errors)."""
-        raise StoreError("not supported")
+    def lock(self) -> StoreLock | None:
+        """The lock that makes this server the store's only writer (FT, and
+        a standalone FILE server); the same object on every call. None: the
+        store cannot be shared (MEMORY, or SQL opened without FT)."""
+        return None
 
     @abstractmethod
     def init(self, info: spb.ServerInfo) -> None: ...

@@ -92,6 +92,7 @@ from nss.stores.filerec import (
     u32_array,
     u64_array,
 )
+from nss.stores.lock import StoreLock
 
 _log = get_logger()
 
@@ -1900,6 +1901,79 @@ class FileSubStore(SubStore):
 
 
 # ---------------------------------------------------------------------------
+# The lock
+
+
+class FileLock(StoreLock):
+    """POSIX record lock on ``<root>/.rootdir.lck`` (stores.md §3.9); never
+    ``flock``, which a Go server would not see."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.path = os.path.join(root, LOCK_FILE)
+        self._fd = -1
+
+    def acquire(self) -> bool:
+        """Never blocks: a lock held elsewhere is False at once."""
+        if self._fd >= 0:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        except (FileNotFoundError, PermissionError) as e:
+            raise StoreError(str(e)) from e
+        except OSError as e:
+            if e.errno == errno.EROFS:
+                # not a lock held by someone else: nobody can write here
+                raise StoreError(
+                    f'datastore "{self.root}" is on a read-only file system '
+                    f"(unable to open its lock file {self.path})"
+                ) from e
+            return False
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EINTR, errno.ENOLCK):
+                return False
+            raise StoreError(str(e)) from e
+        self._fd = fd
+        return True
+
+    def check(self) -> bool:
+        """The lock is ours and the lock file is still the one we locked. If
+        someone removed or replaced it, another server could lock the new
+        file while we keep the old one, so that counts as lost. Two stats
+        and a non-blocking re-lock: never blocks."""
+        if self._fd < 0:
+            return False
+        try:
+            mine = os.fstat(self._fd)
+            now = os.stat(self.path)
+        except OSError:
+            return False
+        if (mine.st_dev, mine.st_ino) != (now.st_dev, now.st_ino):
+            return False
+        # Re-assert the lock: a no-op for a lock we hold, but on NFS a lock
+        # whose lease expired fails here (ENOLCK/EIO) instead of silently
+        # letting another host in.
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    def release(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        except OSError:
+            pass
+        _close_quietly(self._fd)
+        self._fd = -1
+
+
+# ---------------------------------------------------------------------------
 # The store
 
 
@@ -1950,7 +2024,7 @@ class FileStore(Store):
         self._cli_file_size = 0
         self._cli_compact_ts = -math.inf
         self._cli_sync = _SyncState()
-        self._lock_fd = -1
+        self._lock = FileLock(root_dir)
         self._executor: ThreadPoolExecutor | None = None
         self._bg: asyncio.Task[None] | None = None
         self._archivers: list[threading.Thread] = []
@@ -2099,56 +2173,8 @@ class FileStore(Store):
 
     # -- Store interface ---------------------------------------------------
 
-    def get_exclusive_lock(self) -> bool:
-        """POSIX record lock on <dir>/.rootdir.lck (stores.md §3.9); never
-        ``flock``, which a Go server would not see."""
-        if self._lock_fd >= 0:
-            return True
-        path = os.path.join(self.root, LOCK_FILE)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
-        except (FileNotFoundError, PermissionError) as e:
-            raise StoreError(str(e)) from e
-        except OSError as e:
-            if e.errno == errno.EROFS:
-                # not a lock held by someone else: nobody can write here
-                raise StoreError(
-                    f'datastore "{self.root}" is on a read-only file system '
-                    f"(unable to open its lock file {path})"
-                ) from e
-            return False
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EINTR, errno.ENOLCK):
-                return False
-            raise StoreError(str(e)) from e
-        self._lock_fd = fd
-        return True
-
-    def check_lock(self) -> bool:
-        """FT active's periodic check: the lock is ours and the lock file is
-        still the one we locked. If someone removed or replaced it, another
-        server could lock the new file while we keep the old one, so that
-        counts as lost. Two stats and a non-blocking re-lock: never blocks."""
-        if self._lock_fd < 0:
-            return False
-        try:
-            mine = os.fstat(self._lock_fd)
-            now = os.stat(os.path.join(self.root, LOCK_FILE))
-        except OSError:
-            return False
-        if (mine.st_dev, mine.st_ino) != (now.st_dev, now.st_ino):
-            return False
-        # Re-assert the lock: a no-op for a lock we hold, but on NFS a lock
-        # whose lease expired fails here (ENOLCK/EIO) instead of silently
-        # letting another host in.
-        try:
-            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        return True
+    def lock(self) -> FileLock:
+        return self._lock
 
     def init(self, info: spb.ServerInfo) -> None:
         path = os.path.join(self.root, SERVER_FILE)
@@ -2487,12 +2513,6 @@ class FileStore(Store):
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-        if self._lock_fd >= 0:
-            try:
-                fcntl.lockf(self._lock_fd, fcntl.LOCK_UN)
-            except OSError:
-                pass
-            _close_quietly(self._lock_fd)
-            self._lock_fd = -1
+        self._lock.release()
         if err is not None:
             raise StoreError(str(err))

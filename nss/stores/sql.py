@@ -52,10 +52,10 @@ event loop for every publish or ack would stall everything. So:
   further writes. The share lock is held until commit, so a standby's steal
   (an UPDATE of that row) waits for an in-progress commit, and any commit
   attempted after the steal sees the new owner: a deposed active server can
-  never commit. ``get_exclusive_lock``/``check_lock`` implement the Go
-  StoreLock protocol (stores.md §4.10) for the FT loop; ``on_lock_lost`` (the
-  server sets it in FT mode) is called, from whichever thread noticed, the
-  first time the store finds itself deposed, so the server stops at once.
+  never commit. ``lock()`` hands out the ``SQLLock`` (the Go StoreLock
+  protocol, stores.md §4.10) the FT loop drives; its ``on_lost`` (the server
+  sets it in FT mode) is called, from whichever thread noticed, the first
+  time the store finds itself deposed, so the server stops at once.
 
 ``no_caching`` keeps the Go row shapes of that mode (one ``SubsPending`` row
 per pending message, ``Subscriptions.lastsent`` on acks, one INSERT per
@@ -94,6 +94,7 @@ from nss.stores.base import (
     StoreError,
     SubStore,
 )
+from nss.stores.lock import StoreLock
 from nss.stores.sql_dsn import SQLTarget, parse_source
 from nss.stores.sql_schema import check_schema
 
@@ -122,9 +123,8 @@ BACKOFF_MAX = 2.0
 # journaled changes that no flush commits (acks that do not unblock a
 # delivery, expiry, timers) are committed after this delay (Go: 1 s)
 IDLE_FLUSH_DELAY = 0.2
-# StoreLock protocol (stores.md §4.10)
-LOCK_UPDATE_INTERVAL = 1.0
-# How often a contender re-reads a foreign owner's tick while it waits.
+# StoreLock protocol (stores.md §4.10): how often a contender re-reads a
+# foreign owner's tick while it waits
 LOCK_CHECK_PERIOD = 0.5
 # bulk_insert_limit below this keeps the default insert method (as in Go)
 MIN_BULK_INSERT_LIMIT = 5
@@ -317,8 +317,130 @@ class _Batch:
         return sum(len(v) for v in self.msgs.values())
 
 
-class _LockLost(Exception):
-    pass
+class LockLost(Exception):
+    """A write transaction found the StoreLock row owned by another server."""
+
+
+class SQLLock(StoreLock):
+    """The ``StoreLock`` row (stores.md §4.10): a lease renewed by ticks,
+    with fencing.
+
+    The owner's ID and a tick it bumps at every ``check``; a contender
+    steals the row once the tick stood still for ``steal_after``. Every
+    write transaction of an FT store starts with ``fence``: if the row does
+    not name this lock the transaction is rolled back and the store refuses
+    writes from then on (``fenced``), so a deposed server never commits
+    anything, even one that was merely slow to notice."""
+
+    def __init__(self, engine: Engine, stmts: _Statements, steal_after: float) -> None:
+        self.id = NUID().next()
+        self.steal_after = steal_after
+        self.owner = False
+        self.fenced = False
+        self._engine = engine
+        self._stmts = stmts
+        self._mu = threading.Lock()
+        self._released = False
+
+    def _try(self, steal: bool) -> tuple[bool, str, int]:
+        """One transaction of the protocol: (owned, previous id, previous tick)."""
+        s = self._stmts
+        with self._mu, self._engine.begin() as c:
+            row = c.execute(s.lock_select).first()
+            prev_id, prev_tick = (row[0] or "", int(row[1] or 0)) if row is not None else ("", 0)
+            if row is None or steal or prev_id == "" or prev_id == self.id:
+                tick = 0 if steal else prev_tick
+                if row is None:
+                    c.execute(s.lock_insert, {"id": self.id, "tick": tick + 1})
+                else:
+                    c.execute(s.lock_update, {"id": self.id, "tick": tick + 1})
+                return True, prev_id, prev_tick
+            return False, prev_id, prev_tick
+
+    def acquire(self) -> bool:
+        """Blocks up to ``steal_after`` while it watches another owner's tick.
+        Once True, ``check`` must run at every FT heartbeat interval."""
+        if self._released:
+            return False
+        if self.owner:
+            return True
+        try:
+            ok, lid, tick = self._try(False)
+            if not ok:
+                # Steal only after the owner's tick stood still for the whole
+                # window: a live owner refreshes at every FT heartbeat
+                # (1 s by default, Go and nss alike), well inside the default
+                # 1.5 s. Go waits 3 x 1.5 s; fencing keeps a faster steal
+                # safe even against an owner that was merely slow.
+                deadline = time.monotonic() + self.steal_after
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    time.sleep(min(LOCK_CHECK_PERIOD, left))
+                    ok, nid, ntick = self._try(False)
+                    if ok:
+                        break
+                    if nid != lid or ntick != tick:
+                        return False  # the owner is alive
+                if not ok:
+                    ok, _, _ = self._try(True)
+        except SQLAlchemyError as e:
+            raise StoreError(f"sql: {_err_text(e)}") from e
+        if ok:
+            self.owner = True
+            self.fenced = False
+        return ok
+
+    def check(self) -> bool:
+        """Refresh the lease (tick + 1). False: another server owns the row
+        (Go panics "lost store lock, aborting"); the store is fenced from
+        then on. StoreError: the database could not be reached; unlike Go
+        (which aborts after three), the FT machine keeps serving: a standby
+        may steal the lock once the tick stands still, and fencing then
+        keeps this store from committing anything."""
+        if not self.owner:
+            return False
+        try:
+            ok, _, _ = self._try(False)
+        except SQLAlchemyError as e:
+            raise StoreError(f"sql: {_err_text(e)}") from e
+        if not ok:
+            self.lost()
+        return ok
+
+    def fence(self, conn: Connection) -> None:
+        """First statement of a write transaction: a share lock on the row,
+        held until commit, so a steal (an UPDATE of the row) waits for a
+        commit in progress and any later commit sees the new owner."""
+        ids = [r[0] for r in conn.execute(self._stmts.lock_fence).all()]
+        if not ids or any(i != self.id for i in ids) or not self.owner:
+            raise LockLost()
+
+    def lost(self) -> None:
+        """Another server owns the store: refuse writes from now on; the
+        first time, log it and tell ``on_lost``."""
+        first = not self.fenced
+        self.fenced = True
+        self.owner = False
+        if first:
+            _log.error("SQL store: " + ERR_LOCK_LOST)
+            cb = self.on_lost
+            if cb is not None:
+                cb()
+
+    def release(self) -> None:
+        """Clear the row (the next server acquires at once); the store is
+        closing, so the lock is never acquired again."""
+        self._released = True
+        if not self.owner:
+            return
+        try:
+            with self._mu, self._engine.begin() as c:
+                c.execute(self._stmts.lock_release, {"id": self.id})
+        except SQLAlchemyError as e:
+            raise StoreError(_err_text(e)) from e
+        self.owner = False
 
 
 # ============================================================================ messages
@@ -907,8 +1029,8 @@ class SQLSubStore(SubStore):
 
 class SQLStore(Store):
     """The SQL store. ``ft=True`` fences every write with the StoreLock row
-    (see the module docstring); the FT loop drives ``get_exclusive_lock`` and
-    ``check_lock``."""
+    (see the module docstring); the FT loop drives the lock ``lock()`` hands
+    out."""
 
     name = "SQL"
 
@@ -938,17 +1060,10 @@ class SQLStore(Store):
         self._purge_task: asyncio.Task[None] | None = None
         self._to_purge: list[int] = []
         self._closed = False
-        # FT lock
-        self._lock_id = NUID().next()
-        self._lock_mu = threading.Lock()
-        self.is_lock_owner = False
-        self._fenced = False
-        self.on_lock_lost: Callable[[], None] | None = None
-        self.lock_update_interval = LOCK_UPDATE_INTERVAL
-        self.lock_steal_after = opts.lock_steal_after
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="nss-sql-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="nss-sql-reader")
         self._wengine, self._rengine = self._engines()
+        self._lock = SQLLock(self._wengine, self.stmts, opts.lock_steal_after)
         try:
             with self._wengine.connect() as c:
                 c.execute(self.stmts.ping)
@@ -1023,7 +1138,7 @@ class SQLStore(Store):
     def check_writable(self) -> None:
         """Fail fast (before anything is changed) while the database is
         unreachable or this server was fenced off."""
-        if self._fenced:
+        if self._lock.fenced:
             raise StoreError(ERR_LOCK_LOST)
         if not self._healthy:
             raise StoreError(f"sql: database unavailable: {self._last_error}")
@@ -1074,7 +1189,7 @@ class SQLStore(Store):
         if self._flush_lock is None:
             self._flush_lock = asyncio.Lock()
         async with self._flush_lock:
-            if self._fenced:
+            if self._lock.fenced:
                 raise StoreError(ERR_LOCK_LOST)
             if not self._healthy and not force:
                 raise StoreError(f"sql: database unavailable: {self._last_error}")
@@ -1090,8 +1205,8 @@ class SQLStore(Store):
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(self._writer, self._exec_batch, batch, retry)
-            except _LockLost:
-                self._lock_lost()
+            except LockLost:
+                self._lock.lost()
                 raise StoreError(ERR_LOCK_LOST) from None
             except Exception as e:
                 err = f"sql: unable to store: {_err_text(e)}"
@@ -1148,13 +1263,6 @@ class SQLStore(Store):
             ms.committed(upto)
         if self._to_purge and self._purge_task is None and not self._closed:
             self._purge_task = asyncio.get_running_loop().create_task(self._purge())
-
-    def _fence(self, conn: Connection) -> None:
-        if not self.ft:
-            return
-        ids = [r[0] for r in conn.execute(self.stmts.lock_fence).all()]
-        if not ids or any(i != self._lock_id for i in ids) or not self.is_lock_owner:
-            raise _LockLost()
 
     def _exec_batch(self, batch: _Batch, retry: bool) -> None:
         """Writer thread: run one batch in one transaction."""
@@ -1258,7 +1366,7 @@ class SQLStore(Store):
         delay = BACKOFF_MIN
         loop = asyncio.get_running_loop()
         try:
-            while not self._closed and not self._fenced:
+            while not self._closed and not self._lock.fenced:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
                 try:
@@ -1330,8 +1438,8 @@ class SQLStore(Store):
         b.ops.append(op)
         try:
             self._exec_batch(b, False)
-        except _LockLost:
-            self._lock_lost()
+        except LockLost:
+            self._lock.lost()
             raise StoreError(ERR_LOCK_LOST) from None
         except SQLAlchemyError as e:
             raise StoreError(f"sql: unable to store server info: {_err_text(e)}") from e
@@ -1384,7 +1492,7 @@ class SQLStore(Store):
         if self._closed:
             return
         try:
-            if self._healthy and not self._fenced:
+            if self._healthy and not self._lock.fenced:
                 await self.flush()
         except StoreError as e:
             _log.error(f"SQL store: unable to flush on close: {e}")
@@ -1398,11 +1506,10 @@ class SQLStore(Store):
         if self._backlog is not None or self._has_journal():
             _log.error("SQL store: closing with changes that could not be committed")
         loop = asyncio.get_running_loop()
-        if self.is_lock_owner:
-            try:
-                await loop.run_in_executor(self._writer, self._release_lock)
-            except Exception as e:
-                _log.error(f"SQL store: unable to release the store lock: {_err_text(e)}")
+        try:
+            await loop.run_in_executor(self._writer, self._lock.release)
+        except StoreError as e:
+            _log.error(f"SQL store: unable to release the store lock: {e}")
         await loop.run_in_executor(None, self._dispose_wait)
 
     def _dispose_wait(self) -> None:
@@ -1421,8 +1528,8 @@ class SQLStore(Store):
                 cid = self._to_purge[0]
                 try:
                     await loop.run_in_executor(self._writer, self._purge_channel, cid)
-                except _LockLost:
-                    self._lock_lost()
+                except LockLost:
+                    self._lock.lost()
                     return
                 except Exception as e:
                     _log.error(f"Unable to completely delete channel id {cid}: {_err_text(e)}")
@@ -1458,12 +1565,12 @@ class SQLStore(Store):
     def recover(self) -> RecoveredState | None:
         """Read the whole state (stores.md §4.7-4.9). Synchronous: the server
         runs it in a thread before it serves anything."""
-        if self.ft and not self.is_lock_owner:
-            raise StoreError("sql: recovery needs the store lock (call get_exclusive_lock first)")
+        if self.ft and not self._lock.owner:
+            raise StoreError("sql: recovery needs the store lock (acquire lock() first)")
         try:
             return self._recover()
-        except _LockLost:
-            self._lock_lost()
+        except LockLost:
+            self._lock.lost()
             raise StoreError(ERR_LOCK_LOST) from None
         except SQLAlchemyError as e:
             raise StoreError(f"sql: unable to recover: {_err_text(e)}") from e
@@ -1679,103 +1786,18 @@ class SQLStore(Store):
         return pending
 
     # ------------------------------------------------------------------ FT lock
-    def _acquire(self, steal: bool) -> tuple[bool, str, int]:
-        """One transaction of the StoreLock protocol (stores.md §4.10)."""
-        s = self.stmts
-        with self._lock_mu, self._wengine.begin() as c:
-            row = c.execute(s.lock_select).first()
-            prev_id, prev_tick = (row[0] or "", int(row[1] or 0)) if row is not None else ("", 0)
-            if row is None or steal or prev_id == "" or prev_id == self._lock_id:
-                tick = 0 if steal else prev_tick
-                if row is None:
-                    c.execute(s.lock_insert, {"id": self._lock_id, "tick": tick + 1})
-                else:
-                    c.execute(s.lock_update, {"id": self._lock_id, "tick": tick + 1})
-                return True, prev_id, prev_tick
-            return False, prev_id, prev_tick
+    def lock(self) -> SQLLock | None:
+        """The StoreLock row, when opened for FT (the only mode that fences
+        its writes)."""
+        return self._lock if self.ft else None
 
-    def get_exclusive_lock(self) -> bool:
-        """Try to become the owner of the database (FT standby loop).
-
-        Blocking (up to ``lock_steal_after`` while it watches the owner's tick): call it
-        from a thread (``loop.run_in_executor``). True once owned; False if
-        another server holds the lock and keeps it alive; StoreError on a
-        database error. Once it returns True, call ``check_lock`` every
-        ``lock_update_interval`` seconds."""
-        if self._closed:
-            return False
-        if self.is_lock_owner:
-            return True
-        try:
-            ok, lid, tick = self._acquire(False)
-            if not ok:
-                # Steal only after the owner's tick stood still for the whole
-                # window: a live owner refreshes every lock_update_interval
-                # (1 s, Go and nss alike), well inside the default 1.5 s.
-                # Go waits 3 x 1.5 s; fencing keeps a faster steal safe even
-                # against an owner that was merely slow.
-                deadline = time.monotonic() + self.lock_steal_after
-                while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    time.sleep(min(LOCK_CHECK_PERIOD, left))
-                    ok, nid, ntick = self._acquire(False)
-                    if ok:
-                        break
-                    if nid != lid or ntick != tick:
-                        return False  # the owner is alive
-                if not ok:
-                    ok, _, _ = self._acquire(True)
-        except SQLAlchemyError as e:
-            raise StoreError(f"sql: {_err_text(e)}") from e
-        if ok:
-            self.is_lock_owner = True
-            self._fenced = False
-        return ok
-
-    def check_lock(self) -> bool:
-        """Refresh the lease (one ``acquire(false)``: tick + 1).
-
-        True: still the owner. False: another server owns the row: this one
-        must stop at once (Go panics "lost store lock, aborting"); the store
-        is fenced from then on. StoreError: the database could not be
-        reached; unlike Go (which aborts after three), the FT machine keeps
-        serving: a standby may steal the lock once the tick stands still,
-        and fencing then keeps this store from committing anything.
-        Blocking: call it from a thread."""
-        if not self.is_lock_owner:
-            return False
-        try:
-            ok, _, _ = self._acquire(False)
-        except SQLAlchemyError as e:
-            raise StoreError(f"sql: {_err_text(e)}") from e
-        if not ok:
-            self._lock_lost()
-        return ok
-
-    def _lock_lost(self) -> None:
-        first = not self._fenced
-        self._fenced = True
-        self.is_lock_owner = False
-        if first:
-            _log.error("SQL store: " + ERR_LOCK_LOST)
-            cb = self.on_lock_lost
-            if cb is not None:
-                cb()
-
-    def _release_lock(self) -> None:
-        with self._lock_mu, self._wengine.begin() as c:
-            c.execute(self.stmts.lock_release, {"id": self._lock_id})
-        self.is_lock_owner = False
-
-    @property
-    def lock_id(self) -> str:
-        return self._lock_id
+    def _fence(self, conn: Connection) -> None:
+        if self.ft:
+            self._lock.fence(conn)
 
     @property
     def fenced(self) -> bool:
-        return self._fenced
+        return self._lock.fenced
 
 
 def _is_disconnect(e: BaseException) -> bool:

@@ -925,8 +925,8 @@ async def test_read_ahead_cache_is_bounded(tmp_path: Path) -> None:
 def test_exclusive_lock_is_a_posix_record_lock(tmp_path: Path) -> None:
     root = tmp_path / "s"
     fs = FileStore(str(root), StoreLimits(), FAST)
-    assert fs.get_exclusive_lock() is True
-    assert fs.get_exclusive_lock() is True
+    assert fs.lock().acquire() is True
+    assert fs.lock().acquire() is True
     probe = textwrap.dedent(
         f"""
         import fcntl, os
@@ -940,12 +940,12 @@ def test_exclusive_lock_is_a_posix_record_lock(tmp_path: Path) -> None:
     )
     run = [sys.executable, "-c", probe]
     assert subprocess.run(run, capture_output=True, text=True).stdout.strip() == "busy"
-    assert fs.check_lock()
+    assert fs.lock().check()
     (root / ".rootdir.lck").unlink()
-    assert not fs.check_lock()
+    assert not fs.lock().check()
     fs.close_sync()
     fs = FileStore(str(root), StoreLimits(), FAST)
-    assert fs.get_exclusive_lock() and fs.check_lock()
+    assert fs.lock().acquire() and fs.lock().check()
     fs.close_sync()
     assert subprocess.run(run, capture_output=True, text=True).stdout.strip() == "acquired"
 
@@ -1218,5 +1218,5 @@ def test_read_only_datastore_is_reported_as_such(tmp_path: Path, tmpfs) -> None:
     disk.read_only()
     fs = FileStore(str(root), StoreLimits(), FAST)
     with pytest.raises(StoreError, match="read-only file system"):
-        fs.get_exclusive_lock()
+        fs.lock().acquire()
     fs.close_sync()
