@@ -29,7 +29,7 @@ from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.stores.base import ERR_NO_SRV_BUT_CHANNELS, ERR_NOT_FOUND, StoreError
 from nss.stores.file import FileStore
-from nss.stores.filerec import make_crc
+from nss.stores.file.records import make_crc
 from nss.units import friendly_bytes
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "go-v0.25.6" / "filestore"
@@ -853,7 +853,7 @@ async def test_buffering_and_sync_options(tmp_path: Path) -> None:
     dat = root / "c" / "msgs.1.dat"
     assert dat.stat().st_size > 4  # unbuffered: written by store()
     await ms.flush()
-    assert not ms._sync.dirty()
+    assert not ms._log.sync.dirty()
     await fs.close()
     root2 = tmp_path / "s2"
     fs = fresh(root2, buffer_size=1 << 20)
@@ -875,12 +875,12 @@ async def test_auto_sync_runs_in_background(tmp_path: Path) -> None:
     cs.subs.create_sub(spb.SubState(clientID="x"))
     await cs.msgs.flush()
     await cs.subs.flush()
-    assert cs.msgs._sync.dirty() and cs.subs._sync.dirty()
+    assert cs.msgs._log.sync.dirty() and cs.subs._sync.dirty()
     for _ in range(100):
         await asyncio.sleep(0.02)
-        if not cs.msgs._sync.dirty() and not cs.subs._sync.dirty():
+        if not cs.msgs._log.sync.dirty() and not cs.subs._sync.dirty():
             break
-    assert not cs.msgs._sync.dirty() and not cs.subs._sync.dirty()
+    assert not cs.msgs._log.sync.dirty() and not cs.subs._sync.dirty()
     await fs.close()
 
 
