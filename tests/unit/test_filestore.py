@@ -853,7 +853,7 @@ async def test_buffering_and_sync_options(tmp_path: Path) -> None:
     dat = root / "c" / "msgs.1.dat"
     assert dat.stat().st_size > 4  # unbuffered: written by store()
     await ms.flush()
-    assert not ms._log.sync.dirty()
+    assert not ms._msglog.sync.dirty()
     await fs.close()
     root2 = tmp_path / "s2"
     fs = fresh(root2, buffer_size=1 << 20)
@@ -875,12 +875,12 @@ async def test_auto_sync_runs_in_background(tmp_path: Path) -> None:
     cs.subs.create_sub(spb.SubState(clientID="x"))
     await cs.msgs.flush()
     await cs.subs.flush()
-    assert cs.msgs._log.sync.dirty() and cs.subs._sync.dirty()
+    assert cs.msgs._msglog.sync.dirty() and cs.subs._sync.dirty()
     for _ in range(100):
         await asyncio.sleep(0.02)
-        if not cs.msgs._log.sync.dirty() and not cs.subs._sync.dirty():
+        if not cs.msgs._msglog.sync.dirty() and not cs.subs._sync.dirty():
             break
-    assert not cs.msgs._log.sync.dirty() and not cs.subs._sync.dirty()
+    assert not cs.msgs._msglog.sync.dirty() and not cs.subs._sync.dirty()
     await fs.close()
 
 

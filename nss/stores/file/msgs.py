@@ -32,7 +32,7 @@ class FileMsgStore(MsgStore):
         super().__init__(name, limits)
         self._shared = shared
         self.dir = directory
-        self._log = SliceLog(shared, name, directory, limits)
+        self._msglog = SliceLog(shared, name, directory, limits)
         self._max_age_ns = int(limits.max_age * 1e9) if limits.max_age > 0 else 0
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_bytes = 0
@@ -45,24 +45,24 @@ class FileMsgStore(MsgStore):
     # -- interface ---------------------------------------------------------
 
     def store(self, seq: int, timestamp: int, data: bytes) -> None:
-        log = self._log
-        if seq <= log.last:
+        ml = self._msglog
+        if seq <= ml.last:
             return
-        log.append(seq, timestamp, data)
+        ml.append(seq, timestamp, data)
         self._cache[seq] = data
         self._cache_bytes += len(data)
         self._shared.cache_total += len(data)
         self._active = True
         self.apply_limits()
-        if log.bufsize == 0 or len(log.wbuf) >= log.bufsize:
+        if ml.bufsize == 0 or len(ml.wbuf) >= ml.bufsize:
             try:
                 self._write_out()
             except OSError as e:
                 raise StoreError(str(e)) from e
 
     def lookup(self, seq: int) -> bytes | None:
-        log = self._log
-        if seq < log.first or seq > log.last:
+        ml = self._msglog
+        if seq < ml.first or seq > ml.last:
             return None
         self._active = True
         d = self._cache.get(seq)
@@ -75,51 +75,51 @@ class FileMsgStore(MsgStore):
             return None
 
     def first_sequence(self) -> int:
-        return self._log.first
+        return self._msglog.first
 
     def last_sequence(self) -> int:
-        return self._log.last
+        return self._msglog.last
 
     def timestamp_of(self, seq: int) -> int | None:
-        log = self._log
-        if seq < log.first or seq > log.last:
+        ml = self._msglog
+        if seq < ml.first or seq > ml.last:
             return None
-        return log.timestamp(seq)
+        return ml.timestamp(seq)
 
     def state(self) -> tuple[int, int]:
-        return self._log.count, self._log.bytes
+        return self._msglog.count, self._msglog.bytes
 
     def _drop_oldest(self) -> bool:
         try:
-            h = self._log.head()
+            h = self._msglog.head()
         except (OSError, StoreError) as e:
             _log.error(f"Unable to remove first message: {e}")
             return False
         if h is None:
             return False
-        self._uncache(self._log.remove_first(h[1]))
+        self._uncache(self._msglog.remove_first(h[1]))
         return True
 
     # -- batches (see MsgStore.mark) ----------------------------------------
 
     def mark(self) -> None:
-        self._log.mark()
+        self._msglog.mark()
         self._mark_hit = self.hit_limit
 
     def release(self) -> None:
         self._mark_hit = None
-        self._log.release()
+        self._msglog.release()
 
     def rollback(self) -> None:
         hit = self._mark_hit
         if hit is None:
             return
         self._mark_hit = None
-        log = self._log
-        last = log.last
-        log.rollback()
+        ml = self._msglog
+        last = ml.last
+        ml.rollback()
         self.hit_limit = hit
-        for s in range(log.last + 1, last + 1):
+        for s in range(ml.last + 1, last + 1):
             self._uncache(s)
 
     # -- durability --------------------------------------------------------
@@ -129,7 +129,7 @@ class FileMsgStore(MsgStore):
             return
         try:
             self._write_out()
-            await self._log.fsync(force=False)
+            await self._msglog.fsync(force=False)
         except OSError as e:
             raise StoreError(str(e)) from e
 
@@ -138,10 +138,10 @@ class FileMsgStore(MsgStore):
         if self._closed:
             return
         self._write_out()
-        await self._log.fsync(force=True)
+        await self._msglog.fsync(force=True)
 
     def _write_out(self) -> None:
-        if self._log.write_out():
+        if self._msglog.write_out():
             if self._cache_bytes > self._cache_max:
                 self._cache_drop(self._cache_max)
             self._shared.cache_touch(self)
@@ -150,10 +150,10 @@ class FileMsgStore(MsgStore):
         max_age = self._max_age_ns
         if max_age <= 0:
             return None
-        log = self._log
-        while log.count > 0:
+        ml = self._msglog
+        while ml.count > 0:
             try:
-                h = log.head()
+                h = ml.head()
             except (OSError, StoreError) as e:
                 _log.error(f"Error during expiration: {e}")
                 return 5.0
@@ -161,7 +161,7 @@ class FileMsgStore(MsgStore):
                 return None
             ts, size = h
             if now_ns - ts >= max_age:
-                self._uncache(log.remove_first(size))
+                self._uncache(ml.remove_first(size))
             else:
                 return (ts + max_age - now_ns) / 1e9
         return None
@@ -169,7 +169,7 @@ class FileMsgStore(MsgStore):
     def empty(self) -> None:
         """Remove every message; like the MEMORY store the sequence carries
         on from ``last`` in this process."""
-        self._log.empty()
+        self._msglog.empty()
         self._cache_drop(0, everything=True)
         self.hit_limit = False
 
@@ -179,12 +179,12 @@ class FileMsgStore(MsgStore):
         if self._closed:
             return
         self._closed = True
-        self._log.close()
+        self._msglog.close()
 
     def discard(self) -> None:
         """Drop everything without writing (the channel is being deleted)."""
         self._closed = True
-        self._log.discard()
+        self._msglog.discard()
         self._cache_drop(0, everything=True)
 
     # -- cache -------------------------------------------------------------
@@ -192,7 +192,7 @@ class FileMsgStore(MsgStore):
     def _load(self, seq: int) -> bytes | None:
         """Read ``seq`` from its slice; the read-ahead that came with it
         goes to the cache for the next lookups."""
-        payloads = self._log.read(seq)
+        payloads = self._msglog.read(seq)
         if not payloads:
             return None
         cache = self._cache
@@ -223,7 +223,7 @@ class FileMsgStore(MsgStore):
             cache.clear()
             self._cache_bytes = 0
             return
-        fl = self._log.flushed_seq
+        fl = self._msglog.flushed_seq
         freed = 0
         while self._cache_bytes - freed > limit and cache:
             k = next(iter(cache))
@@ -246,7 +246,7 @@ class FileMsgStore(MsgStore):
         """Rebuild the state from the slices on disk (stores.md §3.8), then
         re-apply count/bytes limits and expire by age. StoreError naming the
         file that failed; the store is then discarded."""
-        rec = SliceRecovery(self._log, self._shared)
+        rec = SliceRecovery(self._msglog, self._shared)
         try:
             found: list[int] = []
             with os.scandir(self.dir) as it:
@@ -262,16 +262,16 @@ class FileMsgStore(MsgStore):
                 sl = rec.recover_slice(num)
                 if sl is not None:
                     slices.append(sl)
-            self._log.install(slices)
+            self._msglog.install(slices)
             pool = self._shared.pool
             pool.hold += 1
             try:
                 self.apply_limits(report=False)
-                if self._max_age_ns > 0 and self._log.count > 0:
+                if self._max_age_ns > 0 and self._msglog.count > 0:
                     self.expire(time.time_ns())
             finally:
                 pool.hold -= 1
-                self._log.close_all()
+                self._msglog.close_all()
         except (OSError, StoreError) as e:
             self.discard()
             raise StoreError(

@@ -55,7 +55,7 @@ class SliceRecovery:
     """Recovers the slices of one channel, one at a time."""
 
     def __init__(self, owner: SliceOwner, shared: Shared) -> None:
-        self._log = owner
+        self._owner = owner
         self._shared = shared
         self.name = owner.name
         self._crc = shared.crc
@@ -64,7 +64,7 @@ class SliceRecovery:
         self.cur_file = ""
 
     def recover_slice(self, num: int) -> Slice | None:
-        sl = Slice(self._log, num)
+        sl = Slice(self._owner, num)
         self.cur_file = os.path.join(self.name, os.path.basename(sl.dat_path))
         idx_exists = os.path.exists(sl.idx_path)
         dat_fd = open_store_file(sl.dat_path)
@@ -92,7 +92,7 @@ class SliceRecovery:
                         "Truncating and recovering from data file"
                     )
                     os.ftruncate(idx_fd, VERSION_SIZE)
-                    sl = Slice(self._log, num)
+                    sl = Slice(self._owner, num)
             if not ok:
                 self.cur_file = os.path.join(self.name, os.path.basename(sl.dat_path))
                 try:
