@@ -23,9 +23,9 @@ from nss.options import ChannelLimits, SQLOptions, StoreLimits
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.sql import script as schema_script
-from nss.stores import sql as sqlmod
 from nss.stores.base import StoreError
 from nss.stores.sql import SQLMsgStore, SQLStore
+from nss.stores.sql import msgs as sqlmod
 
 pytest_plugins = ["pg"]
 
