@@ -36,6 +36,7 @@ replay without blocking the event loop.
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -91,24 +92,29 @@ class MsgStore(ABC):
         # the "Reached limits" warning is logged once per channel (as Go);
         # part of what a rollback restores
         self.hit_limit = False
+        # A driver's store() calls apply_limits only when its count or bytes
+        # go over these (MaxMsgs/MaxBytes, or never): the common case then
+        # costs two comparisons instead of a call, on the per-message path.
+        self.over_msgs = limits.max_msgs if limits.max_msgs > 0 else sys.maxsize
+        self.over_bytes = limits.max_bytes if limits.max_bytes > 0 else sys.maxsize
 
     @abstractmethod
     def store(self, seq: int, timestamp: int, data: bytes) -> None:
-        """Append an encoded MsgProto, then ``apply_limits()``."""
+        """Append an encoded MsgProto, then ``apply_limits`` when the count
+        or the bytes are over ``over_msgs``/``over_bytes``."""
 
-    def apply_limits(self, report: bool = True) -> None:
+    def apply_limits(self, count: int, nbytes: int, report: bool = True) -> None:
         """MaxMsgs/MaxBytes (stores.md §2.4): drop the oldest messages while
         the channel is over either, but always keep the newest one.
 
-        The first drop of a channel's life logs Go's warning, with the count
-        and bytes left after that drop (``report=False`` on recovery, where
-        Go stays silent). Stops early when the driver cannot drop now (it
-        logged why); the next store tries again."""
+        ``count``, ``nbytes``: the channel's state now, as ``state()`` says.
+        The first drop of a channel's life logs Go's
+        warning, with the count and bytes left after that drop
+        (``report=False`` on recovery, where Go stays silent). Stops early
+        when the driver cannot drop now (it logged why); the next store
+        tries again."""
         lim = self.limits
         mm, mb = lim.max_msgs, lim.max_bytes
-        if mm <= 0 and mb <= 0:
-            return
-        count, nbytes = self.state()
         while count > 1 and ((mm > 0 and count > mm) or (mb > 0 and nbytes > mb)):
             if not self._drop_oldest():
                 return

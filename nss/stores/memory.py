@@ -54,7 +54,8 @@ class MemoryMsgStore(MsgStore):
         self._msgs[seq] = (timestamp, data)
         self._last = seq
         self._bytes += len(data)
-        self.apply_limits()
+        if len(self._msgs) > self.over_msgs or self._bytes > self.over_bytes:
+            self.apply_limits(len(self._msgs), self._bytes)
 
     def _drop_oldest(self) -> bool:
         e = self._msgs.pop(self._first)

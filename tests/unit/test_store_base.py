@@ -37,7 +37,9 @@ class ListMsgStore(MsgStore):
 
     def store(self, seq: int, timestamp: int, data: bytes) -> None:
         self.msgs.append((seq, data))
-        self.apply_limits()
+        count, nbytes = self.state()
+        if count > self.over_msgs or nbytes > self.over_bytes:
+            self.apply_limits(count, nbytes)
 
     def _drop_oldest(self) -> bool:
         if self.stuck:
@@ -171,7 +173,7 @@ def test_no_warning_when_not_reporting(logged: io.StringIO) -> None:
     """Recovery re-applies the limits silently, as Go does."""
     ms = ListMsgStore(ChannelLimits(max_msgs=1))
     ms.msgs = [(1, b"a"), (2, b"b"), (3, b"c")]
-    ms.apply_limits(report=False)
+    ms.apply_limits(*ms.state(), report=False)
     assert [s for s, _ in ms.msgs] == [3]
     assert warnings(logged) == [] and not ms.hit_limit
     ms.store(4, 4, b"d")

@@ -111,19 +111,22 @@ class SliceLog(SliceFiles):
 
     # -- writing -----------------------------------------------------------
 
-    def append(self, seq: int, ts: int, data: bytes) -> None:
+    def append(self, seq: int, ts: int, data: bytes, may_roll: bool = True) -> None:
         """Buffer the record of ``seq`` (> ``last``); placeholders fill a
         gap before it, since the log has none. A new slice starts when the
-        current one is full."""
-        if self._cuts:
+        current one is full (``may_roll``: placeholders stay in the slice of
+        the message they come with)."""
+        if self._cuts.left:
             self._cuts.retry()
         try:
             sl = self.write
             if sl is None:
                 sl = self._roll()
             if self.last and seq > self.last + 1:
-                self._fill_gaps(sl, seq, ts)
-            if sl.count and (
+                for s in range(self.last + 1, seq):
+                    ph = pb.MsgProto(sequence=s, subject=self.name, timestamp=ts)
+                    self.append(s, ts, ph.SerializeToString(), may_roll=False)
+            if may_roll and sl.count and (
                 (self._sl_msgs > 0 and sl.count >= self._sl_msgs)
                 or (self._sl_bytes > 0 and sl.size >= self._sl_bytes)
                 or (self._sl_age > 0 and ts - sl.first_write >= self._sl_age)
@@ -131,9 +134,7 @@ class SliceLog(SliceFiles):
                 sl = self._roll()
         except OSError as e:
             raise StoreError(str(e)) from e
-        self._put(sl, seq, ts, data)
-
-    def _put(self, sl: Slice, seq: int, ts: int, data: bytes) -> None:
+        # the record, inline: this runs for every message
         n = len(data)
         off = self.w_off
         crc = self.crc
@@ -159,11 +160,6 @@ class SliceLog(SliceFiles):
         self.last = seq
         self.count += 1
         self.bytes += n + MSG_OVERHEAD
-
-    def _fill_gaps(self, sl: Slice, seq: int, ts: int) -> None:
-        for s in range(self.last + 1, seq):
-            data = pb.MsgProto(sequence=s, subject=self.name, timestamp=ts).SerializeToString()
-            self._put(sl, s, ts, data)
 
     def _roll(self) -> Slice:
         """Start the next slice (the current one is full, or none exists)."""

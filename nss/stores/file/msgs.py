@@ -53,7 +53,8 @@ class FileMsgStore(MsgStore):
         self._cache_bytes += len(data)
         self._shared.cache_total += len(data)
         self._active = True
-        self.apply_limits()
+        if ml.count > self.over_msgs or ml.bytes > self.over_bytes:
+            self.apply_limits(ml.count, ml.bytes)
         if ml.bufsize == 0 or len(ml.wbuf) >= ml.bufsize:
             try:
                 self._write_out()
@@ -266,7 +267,7 @@ class FileMsgStore(MsgStore):
             pool = self._shared.pool
             pool.hold += 1
             try:
-                self.apply_limits(report=False)
+                self.apply_limits(self._msglog.count, self._msglog.bytes, report=False)
                 if self._max_age_ns > 0 and self._msglog.count > 0:
                     self.expire(time.time_ns())
             finally:

@@ -169,10 +169,7 @@ class PendingCuts:
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
-        self._left: list[tuple[str, int]] = []  # (path, size; -1: remove the file)
-
-    def __bool__(self) -> bool:
-        return bool(self._left)
+        self.left: list[tuple[str, int]] = []  # (path, size; -1: remove the file)
 
     def cut(self, path: str, size: int) -> None:
         """Truncate ``path`` to ``size`` (-1: delete it); remembered when
@@ -180,7 +177,7 @@ class PendingCuts:
         try:
             _cut_now(path, size)
         except OSError as e:
-            self._left.append((path, size))
+            self.left.append((path, size))
             what = "delete" if size < 0 else f"truncate to {size} bytes"
             _log.error(
                 f'Unable to {what} "{path}" after a failed write on channel "{self.channel}": '
@@ -193,13 +190,13 @@ class PendingCuts:
         """Make the remembered cuts; StoreError while one still fails."""
         left: list[tuple[str, int]] = []
         err: OSError | None = None
-        for path, size in self._left:
+        for path, size in self.left:
             try:
                 _cut_now(path, size)
             except OSError as e:
                 left.append((path, size))
                 err = err or e
-        self._left = left
+        self.left = left
         if err is not None:
             raise StoreError(
                 f'channel "{self.channel}" is unable to undo a failed write on '

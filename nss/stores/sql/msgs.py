@@ -89,7 +89,8 @@ class SQLMsgStore(MsgStore):
         self._count += 1
         self._bytes += n
         st.mark_msgs(self)
-        self.apply_limits()
+        if self._count > self.over_msgs or self._bytes > self.over_bytes:
+            self.apply_limits(self._count, self._bytes)
 
     def _drop_oldest(self) -> bool:
         try:
