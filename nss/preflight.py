@@ -34,7 +34,7 @@ def check_options(opts: Options) -> None:
 
         validate_file_options(st.file_options)
     elif st.store_type == "SQL":
-        from nss.stores.sql_dsn import parse_source
+        from nss.stores.sql.dsn import parse_source
 
         # the driver's module imports and the data source parses; no connection
         parse_source(st.sql_options.driver, st.sql_options.source)

@@ -133,7 +133,8 @@ class StanServer:
         directory. nss takes the same POSIX lock standalone too: a second
         server is refused with an explanation, and an FT server started on
         the directory stands by instead of writing beside it."""
-        if not await asyncio.to_thread(self.store.get_exclusive_lock):
+        lock = self.store.lock()
+        if lock is not None and not await asyncio.to_thread(lock.acquire):
             raise StartupError(
                 f'datastore "{self.sopts.file_path}" is in use by another server '
                 "(its lock file .rootdir.lck is held); two servers may share a FILE "
@@ -200,6 +201,9 @@ class StanServer:
         from nss.server.ft.machine import jitter
 
         s = self.sopts
+        lock = self.store.lock()
+        if lock is None:  # the options check refuses this before anything starts
+            raise StartupError("ft: only FILE or SQL stores supported in FT mode")
         self.ft = FTLoop(
             self.conn,
             s.cluster_id,
@@ -207,15 +211,15 @@ class StanServer:
             self.server_id,
             hb_interval=jitter(s.ft_hb_interval),
             missed_interval=jitter(s.ft_hb_missed_interval),
-            try_lock=lambda: asyncio.to_thread(self.store.get_exclusive_lock),
-            check_lock=lambda: asyncio.to_thread(self.store.check_lock),
+            try_lock=lambda: asyncio.to_thread(lock.acquire),
+            check_lock=lambda: asyncio.to_thread(lock.check),
             activate=self._ft_activate,
             fatal=self._ft_fatal,
             on_state=self._set_state,
             log=self.log,
         )
         # a store that finds itself deposed while writing stops us at once
-        self.store.on_lock_lost = self.ft.notice_lock_lost
+        lock.on_lost = self.ft.notice_lock_lost
         if self.monitor is not None:
             self.monitor.set_ready()
         self.ft.start()

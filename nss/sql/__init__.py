@@ -3,7 +3,7 @@
 A pip user has no source tree, so the scripts live here as package data and
 ``nss --sql_schema <name>`` prints one (``nss --sql_schema postgres | psql
 -d nss``). The SQL store itself never runs them: like the Go server it only
-checks the schema (``nss.stores.sql_schema``) and names what is missing.
+checks the schema (``nss.stores.sql.schema``) and names what is missing.
 
 Standard library only: ``--sql_schema`` must work without loading the store.
 """

@@ -36,12 +36,15 @@ replay without blocking the event loop.
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nss.log import get_logger
 from nss.options import ChannelLimits, StoreLimits
 from nss.pb import spb_pb2 as spb
+from nss.stores.lock import StoreLock
+from nss.units import friendly_bytes
 
 ERR_TOO_MANY_CHANNELS = "too many channels"
 ERR_TOO_MANY_SUBS = "too many subscriptions per channel"
@@ -50,6 +53,8 @@ ERR_NOT_FOUND = "not found"
 # Recover(): server.dat holds no state but channel directories exist; the
 # server then calls init() and recover() again (stores.md §1.1).
 ERR_NO_SRV_BUT_CHANNELS = "no server state recovered but channels present"
+
+_log = get_logger()
 
 
 class StoreError(Exception):
@@ -76,13 +81,57 @@ class RecoveredState:
 
 
 class MsgStore(ABC):
-    """Messages of one channel, keyed by the sequence the server assigns."""
+    """Messages of one channel, keyed by the sequence the server assigns.
 
-    limits: ChannelLimits
+    The count/bytes limits are one rule for every backend (``apply_limits``);
+    a driver only says how to drop its oldest message (``_drop_oldest``)."""
+
+    def __init__(self, name: str, limits: ChannelLimits) -> None:
+        self.name = name
+        self.limits = limits
+        # the "Reached limits" warning is logged once per channel (as Go);
+        # part of what a rollback restores
+        self.hit_limit = False
+        # A driver's store() calls apply_limits only when its count or bytes
+        # go over these (MaxMsgs/MaxBytes, or never): the common case then
+        # costs two comparisons instead of a call, on the per-message path.
+        self.over_msgs = limits.max_msgs if limits.max_msgs > 0 else sys.maxsize
+        self.over_bytes = limits.max_bytes if limits.max_bytes > 0 else sys.maxsize
 
     @abstractmethod
     def store(self, seq: int, timestamp: int, data: bytes) -> None:
-        """Append an encoded MsgProto; enforce count/bytes limits."""
+        """Append an encoded MsgProto, then ``apply_limits`` when the count
+        or the bytes are over ``over_msgs``/``over_bytes``."""
+
+    def apply_limits(self, count: int, nbytes: int, report: bool = True) -> None:
+        """MaxMsgs/MaxBytes (stores.md §2.4): drop the oldest messages while
+        the channel is over either, but always keep the newest one.
+
+        ``count``, ``nbytes``: the channel's state now, as ``state()`` says.
+        The first drop of a channel's life logs Go's
+        warning, with the count and bytes left after that drop
+        (``report=False`` on recovery, where Go stays silent). Stops early
+        when the driver cannot drop now (it logged why); the next store
+        tries again."""
+        lim = self.limits
+        mm, mb = lim.max_msgs, lim.max_bytes
+        while count > 1 and ((mm > 0 and count > mm) or (mb > 0 and nbytes > mb)):
+            if not self._drop_oldest():
+                return
+            count, nbytes = self.state()
+            if report and not self.hit_limit:
+                self.hit_limit = True
+                _log.warning(
+                    f'Reached limits for store "{self.name}" (msgs={count}/{mm} '
+                    f"bytes={friendly_bytes(nbytes)}/{friendly_bytes(mb)}), "
+                    "dropping old messages to make room for new ones"
+                )
+
+    @abstractmethod
+    def _drop_oldest(self) -> bool:
+        """Remove the first message for the limits (a rollback brings it
+        back, see ``mark``). False when that is impossible now: the driver
+        logs why."""
 
     @abstractmethod
     def lookup(self, seq: int) -> bytes | None:
@@ -166,13 +215,35 @@ class MsgStore(ABC):
 
 
 class SubStore(ABC):
-    """Subscription records of one channel."""
+    """Subscription records of one channel.
 
-    limits: ChannelLimits
+    MaxSubscriptions is checked here for every backend; the driver counts
+    its records and creates one (``_sub_count``, ``_create_sub``)."""
+
+    def __init__(self, limits: ChannelLimits) -> None:
+        self.limits = limits
+
+    def create_sub(self, sub: spb.SubState) -> None:
+        """Refuse a subscription over MaxSubscriptions (every record of the
+        channel counts: offline durables, shadows, queue members), else
+        assign ``sub.ID`` and persist it."""
+        self.check_writable()
+        ms = self.limits.max_subscriptions
+        if ms > 0 and self._sub_count() >= ms:
+            raise StoreError(ERR_TOO_MANY_SUBS)
+        self._create_sub(sub)
+
+    def check_writable(self) -> None:
+        """StoreError when the store cannot take a write now (SQL: database
+        unreachable, or fenced off), before any limit is judged."""
 
     @abstractmethod
-    def create_sub(self, sub: spb.SubState) -> None:
-        """Enforce MaxSubscriptions, assign ``sub.ID``, persist."""
+    def _sub_count(self) -> int:
+        """Subscription records of the channel (MaxSubscriptions)."""
+
+    @abstractmethod
+    def _create_sub(self, sub: spb.SubState) -> None:
+        """Assign ``sub.ID`` (unique in the store) and persist the record."""
 
     @abstractmethod
     def update_sub(self, sub: spb.SubState) -> None: ...
@@ -201,32 +272,23 @@ class ChannelStore:
 
 
 class Store(ABC):
+    """A backend's channels, clients and server info.
+
+    Channel bookkeeping (``channels``, "already exists", MaxChannels, "not
+    found") is written once here; drivers make and drop the channel's
+    stores (``_new_channel``, ``_drop_channel``)."""
+
     name: str = ""
-    # FT: called (from any thread) the first time a store that fences its
-    # writes finds another server owns it; the server stops at once.
-    on_lock_lost: Callable[[], None] | None = None
 
     def __init__(self, limits: StoreLimits) -> None:
         self.limits = limits.clone()
+        self.channels: dict[str, ChannelStore] = {}
 
-    def get_exclusive_lock(self) -> bool:
-        """FT: try to become the exclusive user of the store (stores.md §1.1).
-
-        May block (SQL: up to ~4.5 s while it watches a live owner), so the
-        FT loop calls it from a thread. True once owned, False if another
-        server holds it, StoreError on failure or when not supported."""
-        raise StoreError("not supported")
-
-    def check_lock(self) -> bool:
-        """FT: refresh the lease of a lock returned by ``get_exclusive_lock``.
-
-        The FT loop of the active server calls it every heartbeat interval
-        (from a thread). True: still the owner. False: another server took
-        the lock, this one must stop serving at once. StoreError: could not
-        check; the FT machine keeps serving and reports it (see
-        ``nss.server.ft.machine``: a store that fences its writes needs no
-        abort after a few errors)."""
-        raise StoreError("not supported")
+    def lock(self) -> StoreLock | None:
+        """The lock that makes this server the store's only writer (FT, and
+        a standalone FILE server); the same object on every call. None: the
+        store cannot be shared (MEMORY, or SQL opened without FT)."""
+        return None
 
     @abstractmethod
     def init(self, info: spb.ServerInfo) -> None: ...
@@ -234,11 +296,31 @@ class Store(ABC):
     @abstractmethod
     def recover(self) -> RecoveredState | None: ...
 
-    @abstractmethod
-    def create_channel(self, name: str) -> ChannelStore: ...
+    def create_channel(self, name: str) -> ChannelStore:
+        """A new channel with its effective limits; MaxChannels applies to
+        created channels only (recovered ones are never refused)."""
+        if name in self.channels:
+            raise StoreError(ERR_ALREADY_EXISTS)
+        mc = self.limits.max_channels
+        if mc > 0 and len(self.channels) >= mc:
+            raise StoreError(ERR_TOO_MANY_CHANNELS)
+        cs = self._new_channel(name, self.channel_limits(name))
+        self.channels[name] = cs
+        return cs
+
+    def delete_channel(self, name: str) -> None:
+        cs = self.channels.pop(name, None)
+        if cs is None:
+            raise StoreError(ERR_NOT_FOUND)
+        self._drop_channel(cs)
 
     @abstractmethod
-    def delete_channel(self, name: str) -> None: ...
+    def _new_channel(self, name: str, limits: ChannelLimits) -> ChannelStore:
+        """Make (and persist) the stores of a channel that passed the checks."""
+
+    @abstractmethod
+    def _drop_channel(self, cs: ChannelStore) -> None:
+        """Remove a channel already taken out of ``channels``."""
 
     @abstractmethod
     def add_client(self, info: spb.ClientInfo) -> None: ...

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-from nss.log import get_logger
 from nss.options import ChannelLimits, StoreLimits
 from nss.pb import spb_pb2 as spb
-from nss.stores.base import (
-    ERR_ALREADY_EXISTS,
-    ERR_NOT_FOUND,
-    ERR_TOO_MANY_CHANNELS,
-    ERR_TOO_MANY_SUBS,
-    ChannelStore,
-    MsgStore,
-    RecoveredState,
-    Store,
-    StoreError,
-    SubStore,
-)
-
-_log = get_logger()
+from nss.stores.base import ChannelStore, MsgStore, RecoveredState, Store, SubStore
 
 
 class MemoryMsgStore(MsgStore):
@@ -28,20 +14,18 @@ class MemoryMsgStore(MsgStore):
     always the key ``first``)."""
 
     def __init__(self, name: str, limits: ChannelLimits) -> None:
-        self.name = name
-        self.limits = limits
+        super().__init__(name, limits)
         self._msgs: dict[int, tuple[int, bytes]] = {}
         self._first = 0
         self._last = 0
         self._bytes = 0
-        self._warned = False
-        # (first, last, bytes, warned) at mark(), and the messages the
+        # (first, last, bytes, hit_limit) at mark(), and the messages the
         # limits dropped since (oldest first), put back by rollback()
         self._mark: tuple[int, int, int, bool] | None = None
         self._dropped: list[tuple[int, tuple[int, bytes]]] = []
 
     def mark(self) -> None:
-        self._mark = (self._first, self._last, self._bytes, self._warned)
+        self._mark = (self._first, self._last, self._bytes, self.hit_limit)
         self._dropped = []
 
     def rollback(self) -> None:
@@ -56,7 +40,7 @@ class MemoryMsgStore(MsgStore):
             if s <= m[1]:  # not one of the batch's own
                 msgs[s] = e
         self._dropped = []
-        self._first, self._last, self._bytes, self._warned = m
+        self._first, self._last, self._bytes, self.hit_limit = m
 
     def release(self) -> None:
         self._mark = None
@@ -70,27 +54,16 @@ class MemoryMsgStore(MsgStore):
         self._msgs[seq] = (timestamp, data)
         self._last = seq
         self._bytes += len(data)
-        lim = self.limits
-        mm, mb = lim.max_msgs, lim.max_bytes
-        if (mm > 0 and len(self._msgs) > mm) or (mb > 0 and self._bytes > mb):
-            self._enforce(mm, mb)
+        if len(self._msgs) > self.over_msgs or self._bytes > self.over_bytes:
+            self.apply_limits(len(self._msgs), self._bytes)
 
-    def _enforce(self, mm: int, mb: int) -> None:
-        msgs = self._msgs
-        dropped = 0
-        while len(msgs) > 1 and ((mm > 0 and len(msgs) > mm) or (mb > 0 and self._bytes > mb)):
-            e = msgs.pop(self._first)
-            if self._mark is not None:
-                self._dropped.append((self._first, e))
-            self._bytes -= len(e[1])
-            self._first += 1
-            dropped += 1
-        if dropped and not self._warned:
-            self._warned = True
-            _log.warning(
-                f'Reached limits for store "{self.name}" (msgs={len(msgs)}/{mm} '
-                f"bytes={self._bytes}/{mb}), dropping old messages to make room for new ones"
-            )
+    def _drop_oldest(self) -> bool:
+        e = self._msgs.pop(self._first)
+        if self._mark is not None:
+            self._dropped.append((self._first, e))
+        self._bytes -= len(e[1])
+        self._first += 1
+        return True
 
     def lookup(self, seq: int) -> bytes | None:
         m = self._msgs.get(seq)
@@ -134,14 +107,14 @@ class MemoryMsgStore(MsgStore):
 
 class MemorySubStore(SubStore):
     def __init__(self, store: MemoryStore, limits: ChannelLimits) -> None:
+        super().__init__(limits)
         self._store = store
-        self.limits = limits
         self._subs: set[int] = set()
 
-    def create_sub(self, sub: spb.SubState) -> None:
-        ms = self.limits.max_subscriptions
-        if ms > 0 and len(self._subs) >= ms:
-            raise StoreError(ERR_TOO_MANY_SUBS)
+    def _sub_count(self) -> int:
+        return len(self._subs)
+
+    def _create_sub(self, sub: spb.SubState) -> None:
         self._store.last_sub_id += 1
         sub.ID = self._store.last_sub_id
         self._subs.add(sub.ID)
@@ -165,7 +138,6 @@ class MemoryStore(Store):
     def __init__(self, limits: StoreLimits) -> None:
         super().__init__(limits)
         self.info: spb.ServerInfo | None = None
-        self.channels: dict[str, ChannelStore] = {}
         self.clients: dict[str, spb.ClientInfo] = {}
         self.last_sub_id = 0
 
@@ -175,20 +147,11 @@ class MemoryStore(Store):
     def recover(self) -> RecoveredState | None:
         return None
 
-    def create_channel(self, name: str) -> ChannelStore:
-        if name in self.channels:
-            raise StoreError(ERR_ALREADY_EXISTS)
-        mc = self.limits.max_channels
-        if mc > 0 and len(self.channels) >= mc:
-            raise StoreError(ERR_TOO_MANY_CHANNELS)
-        limits = self.channel_limits(name)
-        cs = ChannelStore(name, MemoryMsgStore(name, limits), MemorySubStore(self, limits))
-        self.channels[name] = cs
-        return cs
+    def _new_channel(self, name: str, limits: ChannelLimits) -> ChannelStore:
+        return ChannelStore(name, MemoryMsgStore(name, limits), MemorySubStore(self, limits))
 
-    def delete_channel(self, name: str) -> None:
-        if self.channels.pop(name, None) is None:
-            raise StoreError(ERR_NOT_FOUND)
+    def _drop_channel(self, cs: ChannelStore) -> None:
+        pass
 
     def add_client(self, info: spb.ClientInfo) -> None:
         self.clients[info.ID] = info

@@ -23,9 +23,9 @@ from nss.options import ChannelLimits, SQLOptions, StoreLimits
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.sql import script as schema_script
-from nss.stores import sql as sqlmod
 from nss.stores.base import StoreError
 from nss.stores.sql import SQLMsgStore, SQLStore
+from nss.stores.sql import msgs as sqlmod
 
 pytest_plugins = ["pg"]
 
@@ -824,8 +824,8 @@ async def test_lock_protocol_and_fencing(opener: Opener, dsn: str) -> None:
     # a standby cannot write before it owns the lock
     with pytest.raises(StoreError, match="lock"):
         a.recover()
-    assert await loop.run_in_executor(None, a.get_exclusive_lock)
-    assert rows(dsn, "SELECT id, tick FROM StoreLock") == [(a.lock_id, 1)]
+    assert await loop.run_in_executor(None, a.lock().acquire)
+    assert rows(dsn, "SELECT id, tick FROM StoreLock") == [(a.lock().id, 1)]
     rs = a.recover()
     assert rs is not None
     ch = a.create_channel("ft")
@@ -837,42 +837,42 @@ async def test_lock_protocol_and_fencing(opener: Opener, dsn: str) -> None:
 
     def refresher() -> None:
         while not stop:
-            assert a.check_lock()
+            assert a.lock().check()
             time.sleep(0.02)
 
     fut = loop.run_in_executor(None, refresher)
-    assert not await loop.run_in_executor(None, b.get_exclusive_lock)
+    assert not await loop.run_in_executor(None, b.lock().acquire)
     stop = True
     await fut
     tick = rows(dsn, "SELECT tick FROM StoreLock")[0][0]
     assert tick > 1
 
     # a silent owner is deposed: the standby steals after 3 unchanged ticks
-    assert await loop.run_in_executor(None, b.get_exclusive_lock)
-    assert rows(dsn, "SELECT id, tick FROM StoreLock") == [(b.lock_id, 1)]
+    assert await loop.run_in_executor(None, b.lock().acquire)
+    assert rows(dsn, "SELECT id, tick FROM StoreLock") == [(b.lock().id, 1)]
     lost: list[bool] = []
-    a.on_lock_lost = lambda: lost.append(True)
+    a.lock().on_lost = lambda: lost.append(True)
     ch.msgs.store(2, 2, msg(2, 2))
     with pytest.raises(StoreError, match="lock lost"):
         await a.flush()
     assert a.fenced and lost == [True]
     with pytest.raises(StoreError, match="lock lost"):
         ch.msgs.store(3, 3, msg(3, 3))
-    assert not a.check_lock()
+    assert not a.lock().check()
     assert rows(dsn, "SELECT seq FROM Messages") == [(1,)]  # nothing of the deposed one
 
     rs = b.recover()
     assert rs is not None and rs.channels["ft"].channel.msgs.last_sequence() == 1
     rs.channels["ft"].channel.msgs.store(2, 2, msg(2, 2, b"from b"))
     await b.flush()
-    assert b.check_lock()
+    assert b.lock().check()
 
     # release on close: a third store acquires at once
     await b.close()
     assert rows(dsn, "SELECT id, tick FROM StoreLock") == [("", 0)]
     c = opener(ft=True)
     t0 = time.monotonic()
-    assert await loop.run_in_executor(None, c.get_exclusive_lock)
+    assert await loop.run_in_executor(None, c.lock().acquire)
     assert time.monotonic() - t0 < 1.0
 
 

@@ -176,12 +176,12 @@ async def test_mysql_store(mysql_src: str, nc: bool, bulk: int) -> None:
     a = SQLStore(StoreLimits(), SQLOptions("mysql", mysql_src), ft=True)
     b = SQLStore(StoreLimits(), SQLOptions("mysql", mysql_src), ft=True)
     a.lock_update_interval = b.lock_update_interval = 0.05
-    assert a.get_exclusive_lock()
+    assert a.lock().acquire()
     a.recover()
     ch = a.create_channel("x")
     ch.msgs.store(1, 1, _msg(1))
     await a.flush()
-    assert b.get_exclusive_lock()
+    assert b.lock().acquire()
     ch.msgs.store(2, 2, _msg(2))
     with pytest.raises(StoreError, match="lock lost"):
         await a.flush()

@@ -28,8 +28,9 @@ from nss.options import ChannelLimits, FileOptions, StoreLimits
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.stores.base import ERR_NO_SRV_BUT_CHANNELS, ERR_NOT_FOUND, StoreError
-from nss.stores.file import FileStore, friendly_bytes
-from nss.stores.filerec import make_crc
+from nss.stores.file import FileStore
+from nss.stores.file.records import make_crc
+from nss.units import friendly_bytes
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "go-v0.25.6" / "filestore"
 FAST = FileOptions(do_sync=False)
@@ -852,7 +853,7 @@ async def test_buffering_and_sync_options(tmp_path: Path) -> None:
     dat = root / "c" / "msgs.1.dat"
     assert dat.stat().st_size > 4  # unbuffered: written by store()
     await ms.flush()
-    assert not ms._sync.dirty()
+    assert not ms._msglog.sync.dirty()
     await fs.close()
     root2 = tmp_path / "s2"
     fs = fresh(root2, buffer_size=1 << 20)
@@ -874,12 +875,12 @@ async def test_auto_sync_runs_in_background(tmp_path: Path) -> None:
     cs.subs.create_sub(spb.SubState(clientID="x"))
     await cs.msgs.flush()
     await cs.subs.flush()
-    assert cs.msgs._sync.dirty() and cs.subs._sync.dirty()
+    assert cs.msgs._msglog.sync.dirty() and cs.subs._sync.dirty()
     for _ in range(100):
         await asyncio.sleep(0.02)
-        if not cs.msgs._sync.dirty() and not cs.subs._sync.dirty():
+        if not cs.msgs._msglog.sync.dirty() and not cs.subs._sync.dirty():
             break
-    assert not cs.msgs._sync.dirty() and not cs.subs._sync.dirty()
+    assert not cs.msgs._msglog.sync.dirty() and not cs.subs._sync.dirty()
     await fs.close()
 
 
@@ -924,8 +925,8 @@ async def test_read_ahead_cache_is_bounded(tmp_path: Path) -> None:
 def test_exclusive_lock_is_a_posix_record_lock(tmp_path: Path) -> None:
     root = tmp_path / "s"
     fs = FileStore(str(root), StoreLimits(), FAST)
-    assert fs.get_exclusive_lock() is True
-    assert fs.get_exclusive_lock() is True
+    assert fs.lock().acquire() is True
+    assert fs.lock().acquire() is True
     probe = textwrap.dedent(
         f"""
         import fcntl, os
@@ -939,12 +940,12 @@ def test_exclusive_lock_is_a_posix_record_lock(tmp_path: Path) -> None:
     )
     run = [sys.executable, "-c", probe]
     assert subprocess.run(run, capture_output=True, text=True).stdout.strip() == "busy"
-    assert fs.check_lock()
+    assert fs.lock().check()
     (root / ".rootdir.lck").unlink()
-    assert not fs.check_lock()
+    assert not fs.lock().check()
     fs.close_sync()
     fs = FileStore(str(root), StoreLimits(), FAST)
-    assert fs.get_exclusive_lock() and fs.check_lock()
+    assert fs.lock().acquire() and fs.lock().check()
     fs.close_sync()
     assert subprocess.run(run, capture_output=True, text=True).stdout.strip() == "acquired"
 
@@ -1217,5 +1218,5 @@ def test_read_only_datastore_is_reported_as_such(tmp_path: Path, tmpfs) -> None:
     disk.read_only()
     fs = FileStore(str(root), StoreLimits(), FAST)
     with pytest.raises(StoreError, match="read-only file system"):
-        fs.get_exclusive_lock()
+        fs.lock().acquire()
     fs.close_sync()

@@ -6,8 +6,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from nss.stores.base import StoreError
-from nss.stores.sql_dsn import parse_kv_dsn, parse_source
-from nss.stores.sql_schema import add_column_stmt, create_index_stmt, create_table_stmt
+from nss.stores.sql.dsn import parse_kv_dsn, parse_source
+from nss.stores.sql.schema import add_column_stmt, create_index_stmt, create_table_stmt
 
 
 def test_kv_dsn_quoting() -> None:
@@ -81,7 +81,7 @@ def test_schema_statements_per_dialect() -> None:
     my = create_table_stmt("SubsPending", False)
     assert "`row` BIGINT UNSIGNED" in my and "PRIMARY KEY(subid, `row`)" in my
     assert "PRIMARY KEY (id(256))" in create_table_stmt("Clients", False)
-    from nss.stores.sql_schema import TABLES
+    from nss.stores.sql.schema import TABLES
 
     proto = TABLES["Clients"][2]
     assert add_column_stmt("Clients", proto, True) == "ALTER TABLE Clients ADD proto BYTEA"

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from nss import sql as scripts
-from nss.stores.sql_schema import INDEXES, TABLES, Column, schema_problem
+from nss.stores.sql.schema import INDEXES, TABLES, Column, schema_problem
 
 
 def _split_top(body: str) -> list[str]:

@@ -9,13 +9,16 @@ installed) alike. Only the byte accounting differs by design (stores.md
 
 from __future__ import annotations
 
+import io
 import itertools
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from nss import log
 from nss.options import ChannelLimits, FileOptions, SQLOptions, StoreLimits
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
@@ -316,6 +319,31 @@ class TestStoreContract:
         st.delete_client("me")
         st.delete_client("never-added")
         await st.flush()
+
+    async def test_reached_limits_is_logged_once_in_go_format(
+        self, make: Factory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        out = io.StringIO()
+        monkeypatch.setattr(log._SINK, "stream", out)
+        ms = make(max_msgs=3).create_channel("foo").msgs
+        for s in range(1, 8):
+            put(ms, s)
+        await ms.flush()
+        lines = [x for x in out.getvalue().splitlines() if "Reached limits" in x]
+        assert len(lines) == 1
+        assert re.search(
+            r'STREAM: Reached limits for store "foo" \(msgs=3/3 bytes=\d+ B/976\.56 MB\), '
+            r"dropping old messages to make room for new ones$",
+            lines[0],
+        ), lines[0]
+
+    async def test_lock(self, make: Factory) -> None:
+        """The store's lock is one object; none where the store cannot be
+        shared (MEMORY, SQL opened without FT)."""
+        st = make()
+        lock = st.lock()
+        assert lock is st.lock()
+        assert (lock is not None) == (make.kind == "FILE")  # type: ignore[attr-defined]
 
     async def test_channel_limits(self, make: Factory) -> None:
         st = make(max_msgs=7, per_channel={"x.*": ChannelLimits(max_msgs=3)})

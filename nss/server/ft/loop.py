@@ -135,7 +135,7 @@ class FTLoop:
         await asyncio.gather(*waits, return_exceptions=True)
 
     def notice_lock_lost(self) -> None:
-        """The store found itself deposed (its ``on_lock_lost`` hook): stop
+        """The store found itself deposed (its lock's ``on_lost`` hook): stop
         now rather than at the next lock check. Safe from any thread."""
         loop = self._loop
         if loop is None or loop.is_closed():

@@ -1,0 +1,242 @@
+"""Descriptors and writes of the FILE store.
+
+The per-message path never waits on the disk: records are written with
+``pwrite`` at known offsets and ``fsync`` runs on worker threads over
+duplicated descriptors (``SyncState``: one fsync shared by concurrent
+flushers, group commit), and a store with many channels keeps its open descriptors under
+``file_descriptors_limit`` (``FdPool``). The helpers below keep a log
+readable whatever a write did: an append that fails half way is cut back, a
+file created but never completed is recovered as empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from nss.log import get_logger
+from nss.stores.base import StoreError
+from nss.stores.file.records import VERSION_BYTES, open_file, pwrite_all
+
+_log = get_logger()
+
+SLICE_IDLE_TICKS = 2  # background ticks (~1 s each) before an idle slice is closed
+
+
+def raise_nofile_limit() -> None:
+    """Raise the soft open-files limit to the hard one, as the Go runtime
+    does for every Go program since 1.19: a store with many active channels
+    keeps three descriptors per channel open."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, OSError, ValueError):  # pragma: no cover - best effort
+        pass
+
+
+def fsync_close(fds: list[int]) -> None:
+    """Worker-thread side of a flush: the descriptors are duplicates owned
+    by this call, so they are closed whatever happens."""
+    try:
+        for fd in fds:
+            os.fsync(fd)
+    finally:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def close_quietly(fd: int) -> None:
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def temp_file(root: str, prefix: str) -> tuple[int, str]:
+    """A new file in the root named ``prefix`` + random digits (what Go's
+    ``os.CreateTemp`` produces), holding the file version."""
+    for _ in range(100):
+        path = os.path.join(root, f"{prefix}{random.randrange(10**9, 10**10)}")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        pwrite_all(fd, VERSION_BYTES, 0)
+        return fd, path
+    raise StoreError("unable to create a temporary file")  # pragma: no cover
+
+
+def open_store_file(path: str) -> int:
+    """``open_file`` of an existing (or new) store file; one that was never
+    completed is recovered as empty, with a warning naming it."""
+    return open_file(path, on_short=_warn_short)
+
+
+def _warn_short(path: str, size: int) -> None:
+    _log.warning(
+        f'File "{path}" is shorter than its version header ({size} bytes): it was '
+        "created but never completed (disk full or crash), recovering it as empty"
+    )
+
+
+def append_records(fd: int, data: bytes | bytearray, offset: int, path: str) -> None:
+    """Write records at the end of a log (``offset``). A write that fails
+    half way (disk full) is cut back off at once: the caller keeps the
+    records and writes them again, but a crash before that would leave the
+    start of a record at the end, which recovery refuses (unexpected EOF)
+    without ``file_truncate_bad_eof``."""
+    try:
+        pwrite_all(fd, data, offset)
+    except OSError:
+        try:
+            if os.fstat(fd).st_size > offset:
+                os.ftruncate(fd, offset)
+        except OSError as e:
+            _log.error(f'Unable to cut "{path}" back to {offset} bytes after a failed write: {e}')
+        raise
+
+
+class Holder(Protocol):
+    """What ``FdPool`` closes: a message slice or a subscription file; it
+    reopens its files by itself when next used."""
+
+    last_used: int
+
+    def close_fds(self) -> None: ...
+
+    def idle_closable(self, limited: bool) -> bool: ...
+
+
+class FdPool:
+    """Open descriptors of the store, for ``file_descriptors_limit``.
+
+    Holders (message slices, subscription files) register when they open
+    their files. Non-current slices are closed after ~1 s unused (as Go
+    does); with a limit, the least recently used holders are closed when
+    the count goes over it (best effort: a holder reopens lazily). During
+    recovery trimming is held off because recovery threads own their
+    files."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.tick = 0
+        self.hold = 0
+        self._open: OrderedDict[int, tuple[Holder, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def opened(self, h: Holder, n: int) -> None:
+        with self._lock:
+            self._open[id(h)] = (h, n)
+            self.count += n
+        h.last_used = self.tick
+        if self.limit > 0 and not self.hold:
+            self.trim(h)
+
+    def closed(self, h: Holder) -> None:
+        with self._lock:
+            e = self._open.pop(id(h), None)
+            if e is not None:
+                self.count -= e[1]
+
+    def touch(self, h: Holder) -> None:
+        h.last_used = self.tick
+        if self.limit > 0:
+            try:
+                self._open.move_to_end(id(h))
+            except KeyError:
+                pass
+
+    def trim(self, keep: Holder | None = None) -> None:
+        if self.limit <= 0:
+            return
+        while self.count > self.limit:
+            victim = None
+            for h, _ in self._open.values():
+                if h is not keep:
+                    victim = h
+                    break
+            if victim is None:
+                return
+            victim.close_fds()
+
+    def sweep(self) -> None:
+        if self.hold:
+            return  # recovery threads own their files
+        self.tick += 1
+        limited = self.limit > 0
+        for h, _ in list(self._open.values()):
+            if self.tick - h.last_used >= SLICE_IDLE_TICKS and h.idle_closable(limited):
+                h.close_fds()
+
+
+class SyncState:
+    """Group commit for one file (or one slice pair).
+
+    ``written`` counts write-outs, ``synced`` the write-outs known durable.
+    A flusher waits for an fsync already in flight before starting its own,
+    so PubAcks are never sent for data that is written but not yet synced,
+    and concurrent flushers of the same data share one fsync."""
+
+    __slots__ = ("written", "synced", "_inflight")
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.synced = 0
+        self._inflight: asyncio.Future[Any] | None = None
+
+    def dirty(self) -> bool:
+        return self.synced < self.written
+
+    async def sync(self, get_fds: Callable[[], list[int]], executor: ThreadPoolExecutor) -> None:
+        target = self.written
+        while self.synced < target:
+            fut = self._inflight
+            if fut is not None:
+                await asyncio.shield(fut)
+                continue
+            gen = self.written
+            fds = get_fds()
+            loop = asyncio.get_running_loop()
+            if len(fds) > 1:
+                # A message slice: the .dat is synced right here while its
+                # .idx syncs on a thread. Measured faster both for a lone
+                # synchronous publisher and under load than handing both to
+                # threads: a thread hand-off costs more than the loop loses
+                # by waiting one disk round trip it would wait for anyway.
+                rest = loop.run_in_executor(executor, fsync_close, fds[1:])
+                try:
+                    fsync_close(fds[:1])
+                finally:
+                    fut = asyncio.ensure_future(rest)
+            else:
+                fut = asyncio.gather(
+                    *(loop.run_in_executor(executor, fsync_close, [fd]) for fd in fds)
+                )
+            self._inflight = fut
+            try:
+                await asyncio.shield(fut)
+            finally:
+                if self._inflight is fut:
+                    self._inflight = None
+            if gen > self.synced:
+                self.synced = gen
+
+    def sync_now(self, get_fds: Callable[[], list[int]]) -> None:
+        gen = self.written
+        fsync_close(get_fds())
+        if gen > self.synced:
+            self.synced = gen
