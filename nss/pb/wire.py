@@ -115,6 +115,16 @@ def go_decodes(data: bytes, desc: Descriptor) -> bool:
     return True
 
 
+def encode_varint(n: int) -> bytes:
+    """A protobuf base-128 varint (non-negative ``n``)."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def go_decode(cls: Any, payload: bytes) -> Any:
     """Decode a request, failing (DecodeError) wherever Go's decoder fails:
     upb accepts a known field with the wrong wire type, gogo-protobuf does

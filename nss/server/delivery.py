@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from nss.log import get_logger
 from nss.nats.connection import MaxPayloadError
+from nss.pb.wire import encode_varint
 from nss.server.core.model import Channel, QueueGroup, Subscription
 
 if TYPE_CHECKING:
@@ -42,22 +43,13 @@ def sendable(subject: str) -> bool:
     )
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def mark_redelivered(data: bytes, count: int) -> bytes:
     """Set MsgProto.redelivered and redeliveryCount on an encoded message.
 
     Stored messages never carry fields 6 and 7, and a later occurrence of a
     scalar field wins in protobuf, so appending them is a valid encoding and
     avoids a decode/encode round trip."""
-    return data + b"\x30\x01\x38" + _varint(count)
+    return data + b"\x30\x01\x38" + encode_varint(count)
 
 
 def _unsent(msgs: MsgStore, last_sent: int) -> tuple[int, int] | None:

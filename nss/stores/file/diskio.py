@@ -79,6 +79,29 @@ def temp_file(root: str, prefix: str) -> tuple[int, str]:
     raise StoreError("unable to create a temporary file")  # pragma: no cover
 
 
+def rewrite_file(root: str, prefix: str, path: str, records: bytes | bytearray) -> bool:
+    """Compaction: write the version and ``records`` to a temporary file in
+    the root, fsync it and rename it over ``path``, so a crash leaves either
+    the old file or the new one whole. False (logged, nothing changed) when
+    the disk refuses."""
+    fd, tmp = temp_file(root, prefix)
+    try:
+        pwrite_all(fd, records, len(VERSION_BYTES))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except OSError as e:
+        close_quietly(fd)
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        _log.error(f'Unable to compact "{path}": {e}')
+        return False
+    return True
+
+
 def open_store_file(path: str) -> int:
     """``open_file`` of an existing (or new) store file; one that was never
     completed is recovered as empty, with a warning naming it."""

@@ -20,6 +20,7 @@ from array import array
 from collections.abc import Callable
 from operator import itemgetter
 
+from nss.pb.wire import encode_varint
 from nss.stores.base import StoreError
 
 FILE_VERSION = 1
@@ -310,23 +311,14 @@ def parse_slice_name(name: str) -> int | None:
     return int(mid)
 
 
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while v > 0x7F:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
 def encode_id_seq(sub_id: int, seq: int) -> bytes:
     """``SubStateUpdate{ID, seqno}`` (or ``SubStateDelete{ID}`` with seq 0)
     exactly as gogo-protobuf marshals it: zero fields are omitted."""
     out = b""
     if sub_id:
-        out = b"\x08" + _varint(sub_id) if sub_id > 0x7F else bytes((8, sub_id))
+        out = b"\x08" + encode_varint(sub_id) if sub_id > 0x7F else bytes((8, sub_id))
     if seq:
-        out += b"\x10" + _varint(seq) if seq > 0x7F else bytes((16, seq))
+        out += b"\x10" + encode_varint(seq) if seq > 0x7F else bytes((16, seq))
     return out
 
 

@@ -17,7 +17,7 @@ from nss.stores.file.diskio import (
     append_records,
     close_quietly,
     open_store_file,
-    temp_file,
+    rewrite_file,
 )
 from nss.stores.file.records import (
     CLI_REC_ADD,
@@ -27,7 +27,6 @@ from nss.stores.file.records import (
     VERSION_SIZE,
     BadRecord,
     RecordReader,
-    pwrite_all,
 )
 from nss.stores.file.shared import Shared
 
@@ -221,24 +220,11 @@ class ClientLog:
         """Rewrite the live clients into a temporary ``clients.dat…`` file
         in the root and rename it over clients.dat."""
         sh = self._shared
-        fd, tmp = temp_file(sh.root, CLIENTS_FILE)
-        try:
-            out = bytearray()
-            for ci in self.clients.values():
-                p = ci.SerializeToString()
-                out += REC_HDR.pack((CLI_REC_ADD << 24) | len(p), sh.crc(p)) + p
-            pwrite_all(fd, out, VERSION_SIZE)
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            os.replace(tmp, self.path)
-        except OSError as e:
-            close_quietly(fd)
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-            _log.error(f'Unable to compact "{self.path}": {e}')
+        out = bytearray()
+        for ci in self.clients.values():
+            p = ci.SerializeToString()
+            out += REC_HDR.pack((CLI_REC_ADD << 24) | len(p), sh.crc(p)) + p
+        if not rewrite_file(sh.root, CLIENTS_FILE, self.path, out):
             return
         close_quietly(self._fd)
         self._fd = open_store_file(self.path)

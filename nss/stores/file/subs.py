@@ -17,7 +17,7 @@ from nss.stores.file.diskio import (
     append_records,
     close_quietly,
     open_store_file,
-    temp_file,
+    rewrite_file,
 )
 from nss.stores.file.records import (
     REC_HDR,
@@ -33,7 +33,6 @@ from nss.stores.file.records import (
     decode_id_seq,
     encode_id_seq,
     open_file,
-    pwrite_all,
 )
 from nss.stores.file.shared import Shared
 
@@ -228,31 +227,18 @@ class FileSubStore(SubStore):
         """Rewrite the live subscriptions (a type-1 record each, then a
         type-5 record per pending sequence) into a temporary file in the
         root, fsync it and rename it over subs.dat."""
-        fd, tmp = temp_file(self._shared.root, "subs")
-        try:
-            out = bytearray()
-            crc = self._crc
-            nrecs = 0
-            for sid, st in self._subs.items():
-                p = st.SerializeToString()
-                out += REC_HDR.pack((SUB_REC_NEW << 24) | len(p), crc(p)) + p
+        out = bytearray()
+        crc = self._crc
+        nrecs = 0
+        for sid, st in self._subs.items():
+            p = st.SerializeToString()
+            out += REC_HDR.pack((SUB_REC_NEW << 24) | len(p), crc(p)) + p
+            nrecs += 1
+            for seq in self._pending.get(sid, ()):
+                p = encode_id_seq(sid, seq)
+                out += REC_HDR.pack((SUB_REC_MSG << 24) | len(p), crc(p)) + p
                 nrecs += 1
-                for seq in self._pending.get(sid, ()):
-                    p = encode_id_seq(sid, seq)
-                    out += REC_HDR.pack((SUB_REC_MSG << 24) | len(p), crc(p)) + p
-                    nrecs += 1
-            pwrite_all(fd, out, VERSION_SIZE)
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            os.replace(tmp, self.path)
-        except OSError as e:
-            close_quietly(fd)
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-            _log.error(f'Unable to compact "{self.path}": {e}')
+        if not rewrite_file(self._shared.root, "subs", self.path, out):
             return
         self._buf = bytearray()
         if self._fd >= 0:
