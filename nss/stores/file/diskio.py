@@ -214,12 +214,14 @@ class SyncState:
     so PubAcks are never sent for data that is written but not yet synced,
     and concurrent flushers of the same data share one fsync."""
 
-    __slots__ = ("written", "synced", "_inflight")
+    __slots__ = ("written", "synced", "_inflight", "_inflight_gen")
 
     def __init__(self) -> None:
         self.written = 0
         self.synced = 0
         self._inflight: asyncio.Future[Any] | None = None
+        # the write-outs the fsync in flight makes durable
+        self._inflight_gen = 0
 
     def dirty(self) -> bool:
         return self.synced < self.written
@@ -229,6 +231,13 @@ class SyncState:
         while self.synced < target:
             fut = self._inflight
             if fut is not None:
+                if fut.done():
+                    # Finished, but its flusher has not resumed yet to record
+                    # it: settle it here. Awaiting a finished future does not
+                    # yield, so waiting for that flusher would spin forever.
+                    self._settle(fut)
+                    fut.result()  # its error is this flush's error too
+                    continue
                 await asyncio.shield(fut)
                 continue
             gen = self.written
@@ -250,6 +259,7 @@ class SyncState:
                     *(loop.run_in_executor(executor, fsync_close, [fd]) for fd in fds)
                 )
             self._inflight = fut
+            self._inflight_gen = gen
             try:
                 await asyncio.shield(fut)
             finally:
@@ -257,6 +267,13 @@ class SyncState:
                     self._inflight = None
             if gen > self.synced:
                 self.synced = gen
+
+    def _settle(self, fut: asyncio.Future[Any]) -> None:
+        if self._inflight is not fut:
+            return
+        self._inflight = None
+        if not fut.cancelled() and fut.exception() is None and self._inflight_gen > self.synced:
+            self.synced = self._inflight_gen
 
     def sync_now(self, get_fds: Callable[[], list[int]]) -> None:
         gen = self.written
