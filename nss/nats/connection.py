@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from nss import redact
+from nss.hot import Parser, append_pub
 from nss.nats.errors import (
     MaxPayloadError,
     NatsError,
@@ -33,7 +34,7 @@ from nss.nats.errors import (
     NotConnectedError,
     ProtocolError,
 )
-from nss.nats.parser import Parser
+from nss.nats.parser import RawHandler
 from nss.nuid import NUID
 
 __all__ = [
@@ -105,6 +106,10 @@ class ConnectOptions:
     connect_timeout: float = 5.0
 
 
+def _never(_subject: str, _reply: str, _payload: bytes) -> None:
+    """The callback of a raw subscription, which the parser calls directly."""
+
+
 class NatsConnection:
     """One NATS connection; callbacks run synchronously in the event loop."""
 
@@ -150,6 +155,7 @@ class NatsConnection:
             on_pong=self._on_pong,
             on_info=self._on_info,
             on_err=self._on_err,
+            on_callback_error=self._callback_failed,
         )
 
     # ------------------------------------------------------------ connect
@@ -358,8 +364,11 @@ class NatsConnection:
         if sub is None:
             return
         try:
+            raw = self._parser.handlers.get(sid)
             if sid == self._resp_sid:
                 self._on_response_status(subject.decode(), hdr, payload)
+            elif raw is not None:
+                raw(subject, reply, payload)
             else:
                 sub.cb(subject.decode(), reply.decode() if reply else "", payload)
         except Exception as e:
@@ -425,13 +434,7 @@ class NatsConnection:
         n = len(payload)
         if n > self.max_payload:
             raise MaxPayloadError("nats: maximum payload exceeded")
-        wb = self._wbuf
-        if reply:
-            wb += f"PUB {subject} {reply} {n}\r\n".encode()
-        else:
-            wb += f"PUB {subject} {n}\r\n".encode()
-        wb += payload
-        wb += _CRLF
+        append_pub(self._wbuf, subject, reply, payload)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             assert self._loop is not None
@@ -444,7 +447,15 @@ class NatsConnection:
         self._write(f"SUB {subject} {queue} {sid}\r\n".encode())
         return sid
 
+    def subscribe_raw(self, subject: str, cb: RawHandler, queue: str = "") -> int:
+        """Like ``subscribe``, for the hot subjects: ``cb`` gets the subject
+        and reply as the bytes the parser read, called by the parser itself."""
+        sid = self.subscribe(subject, _never, queue)
+        self._parser.handlers[sid] = cb
+        return sid
+
     def unsubscribe(self, sid: int) -> None:
+        self._parser.handlers.pop(sid, None)
         if self._subs.pop(sid, None) is not None:
             self._write(f"UNSUB {sid}\r\n".encode())
 

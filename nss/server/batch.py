@@ -19,25 +19,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from nss.pb import protocol_pb2 as pb
+from nss.hot import encode_msgproto, encode_puback
 from nss.server.core.model import Channel, QueueGroup, Subscription
 from nss.server.monitor.histogram import LatencyHistogram
 from nss.stores.base import StoreError
 
 ERR_MAX_PAYLOAD = "nats: maximum payload exceeded"
 
-_MsgProto = pb.MsgProto
-
-
-def encode_puback(guid: str, error: str = "") -> bytes:
-    if error:
-        return pb.PubAck(guid=guid, error=error).SerializeToString()
-    g = guid.encode()
-    n = len(g)
-    if n < 0x80:
-        return b"\x0a" + bytes((n,)) + g
-    return pb.PubAck(guid=guid).SerializeToString()
-
+__all__ = ["ERR_MAX_PAYLOAD", "PublishBatch", "encode_puback"]
 
 class _ChannelPart:
     """One channel's part of a batch: what to return to if it fails.
@@ -113,9 +102,7 @@ class PublishBatch:
         ts = time.time_ns()
         if ts < ch.last_ts:
             ts = ch.last_ts
-        encoded = _MsgProto(
-            sequence=seq, subject=subject, reply=msg_reply, data=data, timestamp=ts
-        ).SerializeToString()
+        encoded = encode_msgproto(seq, subject, msg_reply, data, ts)
         if len(encoded) > self.max_payload:
             if reply:
                 self._pubacks.append((reply, guid, None, ERR_MAX_PAYLOAD))

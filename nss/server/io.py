@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nss.pb import protocol_pb2 as pb
 from nss.server.batch import PublishBatch
 from nss.server.core.model import QueueGroup, Subscription
 from nss.server.monitor.histogram import LatencyHistogram
@@ -44,7 +43,8 @@ class IOPath:
         if w is not None and not w.done():
             w.set_result(None)
 
-    def publish(self, pm: pb.PubMsg, reply: str) -> None:
+    def publish(self, pm: tuple[str, str, str, str, bytes, bytes], reply: str) -> None:
+        """Queue a decoded PubMsg (clientID, guid, subject, reply, data, connID)."""
         self._q.append((OP_PUB, pm, reply))
         self._signal()
 
@@ -130,7 +130,7 @@ class IOPath:
             kind = op[0]
             if kind == OP_PUB:
                 pm = op[1]
-                add_publish(pm.subject, pm.guid, pm.reply, pm.data, op[2])
+                add_publish(pm[2], pm[1], pm[3], pm[4], op[2])
                 n += 1
             elif kind == OP_ACK:
                 add_ack(op[1], op[2])

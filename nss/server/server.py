@@ -165,7 +165,12 @@ class StanServer:
         if not s.partitioning and not s.ft_group:
             await startup.self_check(self.conn, self.info)
         table = protocol_table(ctx, heartbeats, lambda: self.stopping)
-        self._sids = [self.conn.subscribe(subject, cb) for subject, cb in table]
+        self._sids = [
+            self.conn.subscribe_raw(subject, cb)  # type: ignore[arg-type]
+            if getattr(cb, "raw", False)
+            else self.conn.subscribe(subject, cb)
+            for subject, cb in table
+        ]
         self._resume_recovered(ctx, heartbeats)
         ctx.io.start()
         await self.conn.flush()
