@@ -27,19 +27,25 @@ impl = _pick()
 COMPILED = impl is not pure
 
 Parser = impl.Parser
+append_msg_record = impl.append_msg_record
 append_pub = impl.append_pub
+crc32 = impl.crc32
 decode_ack = impl.decode_ack
 decode_pubmsg = impl.decode_pubmsg
 encode_msgproto = impl.encode_msgproto
 encode_puback = impl.encode_puback
+sub_record = impl.sub_record
 
 __all__ = [
     "COMPILED",
     "Parser",
+    "append_msg_record",
     "append_pub",
+    "crc32",
     "decode_ack",
     "decode_pubmsg",
     "encode_msgproto",
     "encode_puback",
     "impl",
+    "sub_record",
 ]

@@ -392,3 +392,108 @@ def append_pub(bytearray buf, str subject, str reply, bytes payload):
     q[1] = 10
     q += 2
     PyByteArray_Resize(buf, PyByteArray_GET_SIZE(buf) - (4 + ns + 1 + nr + 24 + 2 + npl + 2) + (q - q0))
+
+
+# ------------------------------------------------------------------ FILE records
+
+# CRC-32 of Go's crc32.MakeTable(poly) (reflected), slicing by 8: one table
+# set, for the polynomial last asked for (a server uses one).
+cdef uint32_t _crc_tab[8][256]
+cdef uint32_t _crc_poly = 0
+
+
+cdef void _crc_init(uint32_t poly) noexcept:
+    global _crc_poly
+    cdef uint32_t c
+    cdef int i, j
+    for i in range(256):
+        c = i
+        for j in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        _crc_tab[0][i] = c
+    for i in range(256):
+        c = _crc_tab[0][i]
+        for j in range(1, 8):
+            c = _crc_tab[0][c & 0xFF] ^ (c >> 8)
+            _crc_tab[j][i] = c
+    _crc_poly = poly
+
+
+cdef uint32_t _crc(uint32_t poly, const unsigned char* p, Py_ssize_t n) noexcept:
+    if poly != _crc_poly:
+        _crc_init(poly)
+    cdef uint32_t c = 0xFFFFFFFF
+    cdef uint32_t lo, hi
+    while n >= 8:
+        lo = c ^ (<uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24))
+        hi = <uint32_t>p[4] | (<uint32_t>p[5] << 8) | (<uint32_t>p[6] << 16) | (<uint32_t>p[7] << 24)
+        c = (_crc_tab[7][lo & 0xFF] ^ _crc_tab[6][(lo >> 8) & 0xFF]
+             ^ _crc_tab[5][(lo >> 16) & 0xFF] ^ _crc_tab[4][lo >> 24]
+             ^ _crc_tab[3][hi & 0xFF] ^ _crc_tab[2][(hi >> 8) & 0xFF]
+             ^ _crc_tab[1][(hi >> 16) & 0xFF] ^ _crc_tab[0][hi >> 24])
+        p += 8
+        n -= 8
+    while n > 0:
+        c = _crc_tab[0][(c ^ p[0]) & 0xFF] ^ (c >> 8)
+        p += 1
+        n -= 1
+    return c ^ 0xFFFFFFFF
+
+
+def crc32(const unsigned char[:] data, uint32_t poly):
+    """CRC-32 of ``data`` with Go's table for ``poly``."""
+    if data.shape[0] == 0:
+        return 0
+    return _crc(poly, &data[0], data.shape[0])
+
+
+cdef inline char* _u32(char* q, uint32_t v) noexcept:
+    q[0] = <char>(v & 0xFF)
+    q[1] = <char>((v >> 8) & 0xFF)
+    q[2] = <char>((v >> 16) & 0xFF)
+    q[3] = <char>(v >> 24)
+    return q + 4
+
+
+cdef inline char* _u64(char* q, uint64_t v) noexcept:
+    q = _u32(q, <uint32_t>(v & 0xFFFFFFFF))
+    return _u32(q, <uint32_t>(v >> 32))
+
+
+def append_msg_record(bytearray wbuf, bytearray ibuf, uint64_t seq, uint64_t offset,
+                      int64_t ts, bytes data, uint32_t poly):
+    """A message's ``.dat`` record (size, CRC, MsgProto) onto ``wbuf`` and
+    its 32-byte index record (seq, offset, timestamp, size, CRC) onto ``ibuf``."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef const unsigned char* d = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef char* q = _grow(wbuf, 8 + n)
+    q = _u32(q, <uint32_t>n)
+    q = _u32(q, _crc(poly, d, n))
+    memcpy(q, d, n)
+    q = _grow(ibuf, 32)
+    cdef char* body = q
+    q = _u64(q, seq)
+    q = _u64(q, offset)
+    q = _u64(q, <uint64_t>ts)
+    q = _u32(q, <uint32_t>n)
+    _u32(q, _crc(poly, <const unsigned char*>body, 28))
+
+
+def sub_record(int rtype, uint64_t sub_id, uint64_t seq, uint32_t poly):
+    """A ``subs.dat`` record of type ``rtype`` holding SubStateUpdate{ID, seqno}
+    (zero fields left out, as gogo-protobuf writes them)."""
+    cdef char payload[24]
+    cdef char* q = payload
+    if sub_id:
+        q[0] = 0x08
+        q = _put_varint(q + 1, sub_id)
+    if seq:
+        q[0] = 0x10
+        q = _put_varint(q + 1, seq)
+    cdef Py_ssize_t n = q - payload
+    out = PyBytes_FromStringAndSize(NULL, 8 + n)
+    cdef char* o = PyBytes_AS_STRING(out)
+    o = _u32(o, (<uint32_t>rtype << 24) | <uint32_t>n)
+    o = _u32(o, _crc(poly, <const unsigned char*>payload, n))
+    memcpy(o, payload, n)
+    return out

@@ -8,18 +8,24 @@ decodes the message the long way and judges it as before)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from google.protobuf.message import DecodeError
 
+from nss.hot.framing import IDX_BODY, REC_HDR, U32, CrcFunc, encode_id_seq, make_crc
 from nss.nats.parser import Parser
 from nss.pb import protocol_pb2 as pb
 
 __all__ = [
     "Parser",
+    "append_msg_record",
     "append_pub",
+    "crc32",
     "decode_ack",
     "decode_pubmsg",
     "encode_msgproto",
     "encode_puback",
+    "sub_record",
 ]
 
 _PubMsg = pb.PubMsg
@@ -66,3 +72,29 @@ def append_pub(buf: bytearray, subject: str, reply: str, payload: bytes) -> None
         buf += f"PUB {subject} {len(payload)}\r\n".encode()
     buf += payload
     buf += b"\r\n"
+
+
+@lru_cache(maxsize=4)
+def _crc_func(poly: int) -> CrcFunc:
+    return make_crc(poly)
+
+
+def crc32(data: bytes | bytearray | memoryview, poly: int) -> int:
+    return _crc_func(poly)(data)
+
+
+def append_msg_record(
+    wbuf: bytearray, ibuf: bytearray, seq: int, offset: int, ts: int, data: bytes, poly: int
+) -> None:
+    crc = _crc_func(poly)
+    n = len(data)
+    wbuf += REC_HDR.pack(n, crc(data))
+    wbuf += data
+    body = IDX_BODY.pack(seq, offset, ts, n)
+    ibuf += body
+    ibuf += U32.pack(crc(body))
+
+
+def sub_record(rtype: int, sub_id: int, seq: int, poly: int) -> bytes:
+    payload = encode_id_seq(sub_id, seq)
+    return REC_HDR.pack((rtype << 24) | len(payload), _crc_func(poly)(payload)) + payload

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from nss.nats.errors import NatsError, ProtocolError
 from nss import hot
 from nss.hot import pure
+from nss.nats.errors import NatsError, ProtocolError
 from nss.nats.parser import MAX_CONTROL_LINE, Parser
 
 # every test runs against the Python parser and the compiled one (when built)
