@@ -36,6 +36,9 @@ class IOPath:
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # while the task is parked on an empty queue: how many more publishes
+        # and acks may go straight into the batch (see ``publish``)
+        self._open = 0
 
     # ---------------------------------------------------------------- queueing
     def _signal(self) -> None:
@@ -45,11 +48,21 @@ class IOPath:
 
     def publish(self, pm: tuple[str, str, str, str, bytes, bytes], reply: str) -> None:
         """Queue a decoded PubMsg (clientID, guid, subject, reply, data, connID)."""
-        self._q.append((OP_PUB, pm, reply))
+        if self._open and not self._q:
+            # the I/O task is parked: nothing is ahead of this publish, so it
+            # goes straight into the batch the task commits when it wakes
+            self._open -= 1
+            self.batch.add_publish(pm[2], pm[1], pm[3], pm[4], reply)
+        else:
+            self._q.append((OP_PUB, pm, reply))
         self._signal()
 
     def ack(self, sub: Subscription, seq: int) -> None:
-        self._q.append((OP_ACK, sub, seq))
+        if self._open and not self._q:
+            self._open -= 1
+            self.batch.add_ack(sub, seq)
+        else:
+            self._q.append((OP_ACK, sub, seq))
         self._signal()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -108,7 +121,11 @@ class IOPath:
                 if self._stopping:
                     return
                 self._wake = loop.create_future()
-                await self._wake
+                self._open = self._batch_size
+                try:
+                    await self._wake
+                finally:
+                    self._open = 0
                 self._wake = None
                 if self._sleep and len(q) < self._batch_size:
                     await asyncio.sleep(self._sleep)
