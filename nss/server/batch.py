@@ -75,6 +75,9 @@ class PublishBatch:
         self.max_payload = max_payload
         self._log = log
         self._parts: dict[Channel, _ChannelPart] = {}
+        # the channels of this batch's parts by name: a publish to one of
+        # them needs no channel lookup (none is deleted within a batch)
+        self._subjects: dict[str, tuple[Channel, _ChannelPart]] = {}
         # (reply, guid, part or None, error): the part decides at commit
         self._pubacks: list[tuple[str, str, _ChannelPart | None, str]] = []
         self._to_deliver: dict[Subscription | QueueGroup, None] = {}
@@ -86,13 +89,17 @@ class PublishBatch:
 
     def add_publish(self, subject: str, guid: str, msg_reply: str, data: bytes, reply: str) -> None:
         """Assign the next sequence of ``subject`` and append the message."""
-        try:
-            ch = self._channel(subject)
-        except (StoreError, ValueError) as e:
-            if reply:
-                self._pubacks.append((reply, guid, None, str(e)))
-            return
-        part = self._parts.get(ch)
+        known = self._subjects.get(subject)
+        if known is not None:
+            ch, part = known
+        else:
+            try:
+                ch = self._channel(subject)
+            except (StoreError, ValueError) as e:
+                if reply:
+                    self._pubacks.append((reply, guid, None, str(e)))
+                return
+            part = self._parts.get(ch)
         if part is not None and part.error:
             part.count += 1
             if reply:
@@ -109,6 +116,7 @@ class PublishBatch:
             return
         if part is None:
             part = self._parts[ch] = _ChannelPart(ch)
+            self._subjects[subject] = (ch, part)
             ch.msgs.mark()
         part.count += 1
         if reply:
@@ -146,6 +154,7 @@ class PublishBatch:
             if not part.error:
                 ch.msgs.release()
         self._parts.clear()
+        self._subjects.clear()
         self._pubacks.clear()
         self._to_deliver.clear()
         self._acked.clear()
@@ -170,6 +179,7 @@ class PublishBatch:
         chans: list[Channel] = []
         if parts:
             self._parts = {}
+            self._subjects = {}
             t0 = time.perf_counter()
             for ch, part in parts.items():
                 if part.error:
