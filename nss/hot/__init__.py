@@ -29,6 +29,7 @@ COMPILED = impl is not pure
 Parser = impl.Parser
 append_msg_record = impl.append_msg_record
 append_pub = impl.append_pub
+append_pubacks = impl.append_pubacks
 crc32 = impl.crc32
 decode_ack = impl.decode_ack
 decode_pubmsg = impl.decode_pubmsg
@@ -41,6 +42,7 @@ __all__ = [
     "Parser",
     "append_msg_record",
     "append_pub",
+    "append_pubacks",
     "crc32",
     "decode_ack",
     "decode_pubmsg",

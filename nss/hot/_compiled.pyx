@@ -497,3 +497,19 @@ def sub_record(int rtype, uint64_t sub_id, uint64_t seq, uint32_t poly):
     o = _u32(o, _crc(poly, <const unsigned char*>payload, n))
     memcpy(o, payload, n)
     return out
+
+
+# ------------------------------------------------------------------ PubAcks
+
+def append_pubacks(bytearray buf, list pubacks):
+    """The PUB of every PubAck of a batch onto ``buf``. ``pubacks`` holds
+    (reply, guid, part, error) as the publish batch keeps them: a part whose
+    ``error`` is set fails every publish of it."""
+    cdef tuple t
+    cdef object error, part
+    for t in pubacks:
+        error = t[3]
+        part = t[2]
+        if not error and part is not None:
+            error = part.error
+        append_pub(buf, t[0], "", encode_puback(t[1], error))

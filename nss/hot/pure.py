@@ -9,6 +9,7 @@ decodes the message the long way and judges it as before)."""
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -20,6 +21,7 @@ __all__ = [
     "Parser",
     "append_msg_record",
     "append_pub",
+    "append_pubacks",
     "crc32",
     "decode_ack",
     "decode_pubmsg",
@@ -98,3 +100,10 @@ def append_msg_record(
 def sub_record(rtype: int, sub_id: int, seq: int, poly: int) -> bytes:
     payload = encode_id_seq(sub_id, seq)
     return REC_HDR.pack((rtype << 24) | len(payload), _crc_func(poly)(payload)) + payload
+
+
+def append_pubacks(buf: bytearray, pubacks: list[tuple[str, str, Any, str]]) -> None:
+    for reply, guid, part, error in pubacks:
+        if not error and part is not None:
+            error = part.error
+        append_pub(buf, reply, "", encode_puback(guid, error))

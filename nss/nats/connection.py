@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from nss import redact
-from nss.hot import Parser, append_pub
+from nss.hot import Parser, append_pub, append_pubacks
 from nss.nats.errors import (
     MaxPayloadError,
     NatsError,
@@ -414,9 +414,13 @@ class NatsConnection:
             return
         self._wbuf += data
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush_out)
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Everything written in this loop turn goes out in one write."""
+        self._flush_scheduled = True
+        assert self._loop is not None
+        self._loop.call_soon(self._flush_out)
 
     def _flush_out(self) -> None:
         self._flush_scheduled = False
@@ -436,9 +440,17 @@ class NatsConnection:
             raise MaxPayloadError("nats: maximum payload exceeded")
         append_pub(self._wbuf, subject, reply, payload)
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush_out)
+            self._schedule_flush()
+
+    def publish_pubacks(self, pubacks: list[tuple[str, str, Any, str]]) -> None:
+        """A publish batch's PubAcks, (reply, guid, part, error) each, framed
+        in one call (see ``nss.hot.append_pubacks``); dropped while
+        disconnected, as ``publish``."""
+        if not self.connected:
+            return
+        append_pubacks(self._wbuf, pubacks)
+        if not self._flush_scheduled:
+            self._schedule_flush()
 
     def subscribe(self, subject: str, cb: MsgCallback, queue: str = "") -> int:
         sid = self._next_sid

@@ -82,6 +82,9 @@ class PublishBatch:
         self._pubacks: list[tuple[str, str, _ChannelPart | None, str]] = []
         self._to_deliver: dict[Subscription | QueueGroup, None] = {}
         self._acked: dict[Channel, None] = {}
+        # the connection's bulk PubAck sender, when it has one: every PubAck
+        # of a commit framed in one call, ``(reply, guid, part, error)`` each
+        self.send_pubacks: Callable[[list[tuple[str, str, Any, str]]], None] | None = None
         self.batches = 0
         self.batched_msgs = 0
         # store flush latency, read by /metrics (nss_store_flush_seconds)
@@ -219,6 +222,9 @@ class PublishBatch:
                 self._log.error(f'Unable to store subscription state of channel "{ch.name}": {e}')
         if pubacks:
             self._pubacks = []
+            if self.send_pubacks is not None:
+                self.send_pubacks(pubacks)
+                return
             send = self._send
             for reply, guid, part, error in pubacks:
                 if not error and part is not None:

@@ -86,6 +86,7 @@ class ServerContext:
             max_payload,
             log,
         )
+        batch.send_pubacks = getattr(conn, "publish_pubacks", None)
         self.io = IOPath(batch, opts.io_batch_size, opts.io_sleep_time, log)
         self.deliverer.deliver_later = self.io.deliver_later
         self.expiry = ChannelExpiry(channels, store, self.io, log)

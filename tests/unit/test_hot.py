@@ -100,6 +100,34 @@ def test_pub_frame(impl: ModuleType) -> None:
     )
 
 
+class _Part:
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_pubacks_framed_in_one_call(impl: ModuleType) -> None:
+    """(reply, guid, part, error) as the batch keeps them: the error of the
+    entry, else the error of its channel's part, else none."""
+    pubacks = [
+        ("r1", "g1", _Part(""), ""),
+        ("r2", "g2", None, "too big"),
+        ("r3", "g3", _Part("disk full"), ""),
+        ("r4", "ü" * 100, None, ""),
+    ]
+    buf = bytearray()
+    impl.append_pubacks(buf, pubacks)
+    want = bytearray()
+    for reply, guid, error in [
+        ("r1", "g1", ""),
+        ("r2", "g2", "too big"),
+        ("r3", "g3", "disk full"),
+        ("r4", "ü" * 100, ""),
+    ]:
+        pure.append_pub(want, reply, "", pb.PubAck(guid=guid, error=error).SerializeToString())
+    assert buf == want
+
+
 # ------------------------------------------------------------ decoders
 
 
