@@ -85,6 +85,26 @@ class ServerAddr:
         )
 
 
+def learn_servers(addrs: list[ServerAddr], info: dict[str, Any]) -> bool:
+    """Add the cluster's other servers (INFO ``connect_urls``) to the
+    reconnect pool ``addrs``, as nats.go does for the Go server's
+    connections. True when the pool grew (the NATS cluster gained a server)."""
+    urls = info.get("connect_urls")
+    if not urls:
+        return False
+    grew = False
+    first = addrs[0]
+    known = {(a.host, a.port) for a in addrs}
+    for url in urls:
+        a = ServerAddr.parse(url)
+        if (a.host, a.port) not in known:
+            known.add((a.host, a.port))
+            a.scheme, a.user, a.password = first.scheme, first.user, first.password
+            addrs.append(a)
+            grew = True
+    return grew
+
+
 @dataclass
 class _Sub:
     sid: int
@@ -224,7 +244,7 @@ class NatsConnection:
             writer.close()
             raise
         self.server_info = info
-        self._learn_servers(info)
+        learn_servers(self._addrs, info)
         self.max_payload = int(info.get("max_payload", self.max_payload))
         self._reader, self._writer = reader, writer
         self.connected = True
@@ -282,25 +302,6 @@ class NatsConnection:
             self._on_disconnect()
         assert self._loop is not None
         self._reconnect_task = self._loop.create_task(self._reconnect())
-
-    def _learn_servers(self, info: dict[str, Any]) -> bool:
-        """Add the cluster's other servers (INFO ``connect_urls``) to the
-        reconnect pool, as nats.go does for the Go server's connections.
-        True when the pool grew (the NATS cluster gained a server)."""
-        urls = info.get("connect_urls")
-        if not urls:
-            return False
-        grew = False
-        first = self._addrs[0]
-        known = {(a.host, a.port) for a in self._addrs}
-        for url in urls:
-            a = ServerAddr.parse(url)
-            if (a.host, a.port) not in known:
-                known.add((a.host, a.port))
-                a.scheme, a.user, a.password = first.scheme, first.user, first.password
-                self._addrs.append(a)
-                grew = True
-        return grew
 
     async def _reconnect(self) -> None:
         # As nats.go: go round the pool starting after the server just lost,
@@ -385,7 +386,7 @@ class NatsConnection:
 
     def _on_info(self, info: dict[str, Any]) -> None:
         self.server_info.update(info)
-        if self._learn_servers(info) and self.on_discovered is not None:
+        if learn_servers(self._addrs, info) and self.on_discovered is not None:
             self.on_discovered()
 
     def _on_err(self, text: str) -> None:
@@ -416,8 +417,7 @@ class NatsConnection:
         if not self._flush_scheduled:
             self._schedule_flush()
 
-    def _schedule_flush(self) -> None:
-        """Everything written in this loop turn goes out in one write."""
+    def _schedule_flush(self) -> None:  # what a loop turn wrote goes in one write
         self._flush_scheduled = True
         assert self._loop is not None
         self._loop.call_soon(self._flush_out)
@@ -443,9 +443,7 @@ class NatsConnection:
             self._schedule_flush()
 
     def publish_pubacks(self, pubacks: list[tuple[str, str, Any, str]]) -> None:
-        """A publish batch's PubAcks, (reply, guid, part, error) each, framed
-        in one call (see ``nss.hot.append_pubacks``); dropped while
-        disconnected, as ``publish``."""
+        """A batch's PubAcks in one call (``nss.hot.append_pubacks``)."""
         if not self.connected:
             return
         append_pubacks(self._wbuf, pubacks)
