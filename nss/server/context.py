@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
-from google.protobuf.message import DecodeError
-
+from nss.hot import decode_ack, pure
 from nss.options import StreamingOptions
-from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.server.batch import PublishBatch
 from nss.server.core.channels import ChannelRegistry
@@ -33,6 +32,8 @@ from nss.stores.base import Store
 PARTITION_CLIENT_WAIT = 1.0
 
 Handler = Callable[[str, str, bytes], None]
+# the hot subjects' callbacks get subject and reply as read (see subscribe_raw)
+RawHandler = Callable[[bytes, bytes, bytes], None]
 
 
 class Transport(Protocol):
@@ -41,6 +42,8 @@ class Transport(Protocol):
     def publish(self, subject: str, payload: bytes) -> None: ...
 
     def subscribe(self, subject: str, cb: Handler) -> int: ...
+
+    def subscribe_raw(self, subject: str, cb: RawHandler) -> int: ...
 
     def unsubscribe(self, sid: int) -> None: ...
 
@@ -83,6 +86,7 @@ class ServerContext:
             max_payload,
             log,
         )
+        batch.send_pubacks = getattr(conn, "publish_pubacks", None)
         self.io = IOPath(batch, opts.io_batch_size, opts.io_sleep_time, log)
         self.deliverer.deliver_later = self.io.deliver_later
         self.expiry = ChannelExpiry(channels, store, self.io, log)
@@ -122,19 +126,18 @@ class ServerContext:
     # ------------------------------------------------------------ subscriptions
     def listen_acks(self, sub: Subscription) -> None:
         """Listen on the subscription's ack inbox (the server's own subject)."""
-        sub.ack_sid = self.conn.subscribe(
-            sub.ack_inbox, lambda _s, _r, payload: self._on_ack(sub, payload)
-        )
+        sub.ack_sid = self.conn.subscribe_raw(sub.ack_inbox, partial(self._on_ack, sub))
 
-    def _on_ack(self, sub: Subscription, payload: bytes) -> None:
-        try:
-            ack = pb.Ack.FromString(payload)
-        except DecodeError:
-            self.log.error(f"Unable to decode ack on {sub.ack_inbox}")
+    def _on_ack(self, sub: Subscription, _subject: bytes, _reply: bytes, payload: bytes) -> None:
+        ack = decode_ack(payload)
+        if ack is None:
+            ack = pure.decode_ack(payload)  # the protobuf library's judgement
+            if ack is None:
+                self.log.error(f"Unable to decode ack on {sub.ack_inbox}")
+                return
+        if ack[0] != sub.channel.name:
             return
-        if ack.subject != sub.channel.name:
-            return
-        self.io.ack(sub, ack.sequence)
+        self.io.ack(sub, ack[1])
 
     def take_offline(self, sub: Subscription, unsubscribe: bool) -> None:
         """Take a subscription off line and do what that leaves to do: stop

@@ -227,6 +227,7 @@ class SliceFiles:
         self.dir = directory
         o = shared.opts
         self.crc = shared.crc
+        self.crc_poly = shared.opts.crc_poly
         self.do_crc = o.do_crc
         self.do_sync = o.do_sync
         self.bufsize = o.buffer_size
