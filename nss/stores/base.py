@@ -39,6 +39,7 @@ from __future__ import annotations
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from nss.log import get_logger
 from nss.options import ChannelLimits, StoreLimits
@@ -53,6 +54,9 @@ ERR_NOT_FOUND = "not found"
 # Recover(): server.dat holds no state but channel directories exist; the
 # server then calls init() and recover() again (stores.md §1.1).
 ERR_NO_SRV_BUT_CHANNELS = "no server state recovered but channels present"
+
+if TYPE_CHECKING:
+    from nss.stores.crypto import ChannelCipher, StoreCrypto
 
 _log = get_logger()
 
@@ -84,7 +88,13 @@ class MsgStore(ABC):
     """Messages of one channel, keyed by the sequence the server assigns.
 
     The count/bytes limits are one rule for every backend (``apply_limits``);
-    a driver only says how to drop its oldest message (``_drop_oldest``)."""
+    a driver only says how to drop its oldest message (``_drop_oldest``).
+
+    ``cipher`` (encryption at rest, ``nss.stores.crypto``): set by the Store
+    once the channel is open; a driver that persists messages seals what it
+    writes and opens what it reads back, and keeps plaintext in memory."""
+
+    cipher: ChannelCipher | None = None
 
     def __init__(self, name: str, limits: ChannelLimits) -> None:
         self.name = name
@@ -279,6 +289,8 @@ class Store(ABC):
     stores (``_new_channel``, ``_drop_channel``)."""
 
     name: str = ""
+    # encryption at rest (None: off); set before recover()/create_channel
+    crypto: StoreCrypto | None = None
 
     def __init__(self, limits: StoreLimits) -> None:
         self.limits = limits.clone()
@@ -305,6 +317,10 @@ class Store(ABC):
         if mc > 0 and len(self.channels) >= mc:
             raise StoreError(ERR_TOO_MANY_CHANNELS)
         cs = self._new_channel(name, self.channel_limits(name))
+        if self.crypto is not None:
+            from nss.stores.crypto import attach
+
+            attach(self.crypto, (cs,))
         self.channels[name] = cs
         return cs
 
