@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 ENV_KEY = "NATS_STREAMING_ENCRYPTION_KEY"
+CREDENTIAL = "nats-streaming-encryption-key"  # systemd LoadCredential= name
 ERR_KEY_REQUIRED = "encryption key required"
 ERR_CIPHER_NOT_SUPPORTED = "encryption cipher not supported"
 
@@ -115,10 +116,22 @@ def adopt_env_key(st: StreamingOptions, env: dict[str, str] | None = None) -> No
     """Take the key out of the environment: with encryption on it replaces
     the option (it takes precedence, as in Go), so a standby that opens the
     store later still has it; either way it leaves the environment, so no
-    child process (nats-server, archive scripts) inherits it."""
+    child process (nats-server, archive scripts) inherits it.
+
+    Without the variable, a systemd credential named ``CREDENTIAL`` (unit
+    ``LoadCredential=``) stands in for it: the key then lives in a root-only
+    file systemd hands to the service, never in the environment."""
     env = os.environ if env is None else env  # type: ignore[assignment]
     key = env.pop(ENV_KEY, "")
-    if key and (st.encrypt or st.encryption_key):
+    if not (st.encrypt or st.encryption_key):
+        return
+    if not key and env.get("CREDENTIALS_DIRECTORY"):
+        try:
+            with open(os.path.join(env["CREDENTIALS_DIRECTORY"], CREDENTIAL), "rb") as f:
+                key = f.read().decode().removesuffix("\n")
+        except FileNotFoundError:
+            pass
+    if key:
         st.encryption_key = key
         st.encrypt = True
 

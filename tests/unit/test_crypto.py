@@ -247,3 +247,16 @@ def test_env_key_is_adopted_and_leaves_the_environment() -> None:
     env = {ENV_KEY: "unused"}
     adopt_env_key(off, env)
     assert off.encryption_key == "" and not off.encrypt and env == {}
+
+
+def test_systemd_credential_stands_in_for_the_env_key(tmp_path: Path) -> None:
+    (tmp_path / "nats-streaming-encryption-key").write_text("from-credential\n")
+    st = StreamingOptions(encrypt=True)
+    adopt_env_key(st, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert st.encryption_key == "from-credential"
+    st = StreamingOptions(encrypt=True)
+    adopt_env_key(st, {"CREDENTIALS_DIRECTORY": str(tmp_path), ENV_KEY: "env-wins"})
+    assert st.encryption_key == "env-wins"
+    st = StreamingOptions()  # encryption off: the credential is not read
+    adopt_env_key(st, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert st.encryption_key == "" and not st.encrypt
