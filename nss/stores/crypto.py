@@ -172,21 +172,60 @@ def _read_varint(b: bytes, i: int) -> tuple[int, int]:
 def find_data(msg: bytes) -> tuple[int, int, int] | None:
     """(tag offset, value offset, end) of the ``data`` field of an encoded
     MsgProto, or None when it has none (empty payload). IndexError/
-    ValueError on bytes that are not a MsgProto."""
+    ValueError on bytes that are not a MsgProto.
+
+    Runs for every message stored encrypted, so the usual layout (sequence,
+    subject, reply, data in field order, as nss and Go encode them, short
+    subjects) is read straight; anything else takes the general walk."""
+    try:
+        if msg[0] == 0x08:
+            i = 1
+            while msg[i] > 0x7F:
+                i += 1
+            i += 1
+            k = msg[i]
+            if k == 0x12 and msg[i + 1] < 0x80:
+                i += 2 + msg[i + 1]
+                k = msg[i]
+            if k == 0x1A and msg[i + 1] < 0x80:
+                i += 2 + msg[i + 1]
+                k = msg[i]
+            if k == _DATA_TAG:
+                j = i + 2
+                ln = msg[i + 1]
+                if ln > 0x7F:
+                    ln, j = _read_varint(msg, i + 1)
+                if j + ln <= len(msg):
+                    return i, j, j + ln
+    except IndexError:
+        pass
+    return _walk_data(msg)
+
+
+def _walk_data(msg: bytes) -> tuple[int, int, int] | None:
     i, n = 0, len(msg)
     while i < n:
         start = i
-        key, i = _read_varint(msg, i)
+        key = msg[i]
+        i += 1
+        if key >= 0x80:
+            i -= 1
+            key, i = _read_varint(msg, i)
         wire = key & 7
-        if wire == 0:
-            _, i = _read_varint(msg, i)
-        elif wire == 2:
-            ln, i = _read_varint(msg, i)
+        if wire == 2:
+            ln = msg[i]
+            i += 1
+            if ln >= 0x80:
+                ln, i = _read_varint(msg, i - 1)
             if key == _DATA_TAG:
                 if i + ln > n:
                     raise ValueError("truncated data field")
                 return start, i, i + ln
             i += ln
+        elif wire == 0:
+            while msg[i] >= 0x80:
+                i += 1
+            i += 1
         elif wire == 1:
             i += 8
         elif wire == 5:
@@ -246,13 +285,18 @@ class ChannelCipher:
     # -- whole encoded MsgProto ------------------------------------------------
 
     def seal_msg(self, msg: bytes) -> bytes:
-        """``msg`` (an encoded MsgProto) with its payload encrypted."""
+        """``msg`` (an encoded MsgProto) with its payload encrypted. Runs
+        for every message stored: ``encrypt`` is inlined."""
         loc = find_data(msg)
         if loc is None:
             return msg
         tag, val, end = loc
-        ed = self.encrypt(msg[val:end])
-        return b"".join((msg[:tag], b"\x22", _varint(len(ed)), ed, msg[end:]))
+        nonce = self._nonce.to_bytes(NONCE_SIZE, "big")
+        self._nonce = (self._nonce + 1) & _NONCE_MASK
+        ct = self._seal(nonce, msg[val:end], None)
+        ln = len(ct) + 1 + NONCE_SIZE
+        head = b"\x22" + (bytes((ln,)) if ln < 0x80 else _varint(ln)) + self._prefix + nonce
+        return b"".join((msg[:tag], head, ct, msg[end:]))
 
     def open_msg(self, msg: bytes) -> bytes:
         """``msg`` as stored, with its payload decrypted (DecryptError)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 import shutil
 import struct
 import zlib
@@ -260,3 +261,21 @@ def test_systemd_credential_stands_in_for_the_env_key(tmp_path: Path) -> None:
     st = StreamingOptions()  # encryption off: the credential is not read
     adopt_env_key(st, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
     assert st.encryption_key == "" and not st.encrypt
+
+
+def test_data_field_fast_path_agrees_with_the_general_walk() -> None:
+    """find_data reads the usual MsgProto layout straight (it runs for every
+    message stored encrypted); every shape must give the walk's answer."""
+    from nss.stores.crypto import _walk_data, find_data
+
+    r = random.Random(12)
+    for _ in range(3000):
+        m = pb.MsgProto(
+            sequence=r.choice([0, 1, 127, 128, 2**40]),
+            subject="s" * r.choice([0, 1, 127, 128, 300]),
+            reply="r" * r.choice([0, 5, 200]),
+            data=bytes(r.choice([0, 1, 127, 128, 20000])),
+            timestamp=r.choice([0, 5, 2**60]),
+            redelivered=r.random() < 0.5,
+        ).SerializeToString()
+        assert find_data(m) == _walk_data(m)
