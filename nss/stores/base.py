@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from nss.log import get_logger
 from nss.options import ChannelLimits, StoreLimits
@@ -55,14 +56,27 @@ ERR_NOT_FOUND = "not found"
 # server then calls init() and recover() again (stores.md §1.1).
 ERR_NO_SRV_BUT_CHANNELS = "no server state recovered but channels present"
 
-if TYPE_CHECKING:
-    from nss.stores.crypto import ChannelCipher, StoreCrypto
-
 _log = get_logger()
 
 
 class StoreError(Exception):
     """A store failure whose text is passed through to clients, as in Go."""
+
+
+class MsgCipher(Protocol):
+    """Encryption at rest of one channel (``nss.stores.crypto.ChannelCipher``)."""
+
+    def seal_msg(self, msg: bytes) -> bytes: ...
+
+    def open_msg(self, msg: bytes) -> bytes: ...
+
+    def sealed_size(self, msg: bytes) -> int: ...
+
+
+class StoreCipher(Protocol):
+    """Encryption at rest of a store (``nss.stores.crypto.StoreCrypto``)."""
+
+    def attach(self, channels: Iterable[ChannelStore]) -> None: ...
 
 
 @dataclass
@@ -94,7 +108,7 @@ class MsgStore(ABC):
     once the channel is open; a driver that persists messages seals what it
     writes and opens what it reads back, and keeps plaintext in memory."""
 
-    cipher: ChannelCipher | None = None
+    cipher: MsgCipher | None = None
 
     def __init__(self, name: str, limits: ChannelLimits) -> None:
         self.name = name
@@ -290,7 +304,7 @@ class Store(ABC):
 
     name: str = ""
     # encryption at rest (None: off); set before recover()/create_channel
-    crypto: StoreCrypto | None = None
+    crypto: StoreCipher | None = None
 
     def __init__(self, limits: StoreLimits) -> None:
         self.limits = limits.clone()
@@ -318,9 +332,7 @@ class Store(ABC):
             raise StoreError(ERR_TOO_MANY_CHANNELS)
         cs = self._new_channel(name, self.channel_limits(name))
         if self.crypto is not None:
-            from nss.stores.crypto import attach
-
-            attach(self.crypto, (cs,))
+            self.crypto.attach((cs,))
         self.channels[name] = cs
         return cs
 

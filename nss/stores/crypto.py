@@ -40,7 +40,7 @@ from nss.stores.base import StoreError
 
 if TYPE_CHECKING:
     from nss.options import StreamingOptions
-    from nss.stores.base import ChannelStore
+    from nss.stores.base import ChannelStore, StoreCipher
 
 __all__ = [
     "CODE_AES",
@@ -348,21 +348,25 @@ class StoreCrypto:
     def channel(self, name: str, last_seq: int) -> ChannelCipher:
         return ChannelCipher(self.code, channel_key(self._mkh, name), last_seq)
 
+    def attach(self, channels: Iterable[ChannelStore]) -> None:
+        """Give each channel's message store its cipher, after checking
+        that the key opens what the channel already holds: a wrong key
+        stops the start here, naming the channel, rather than failing
+        every delivery."""
+        for cs in channels:
+            ms = cs.msgs
+            cipher = self.channel(cs.name, ms.last_sequence())
+            _verify(cipher, cs.name, ms)
+            ms.cipher = cipher
+
     def __repr__(self) -> str:  # never the key
         return f"StoreCrypto(code={self.code})"
 
 
-def attach(crypto: StoreCrypto | None, channels: Iterable[ChannelStore]) -> None:
-    """Give each channel's message store its cipher, after checking that
-    the key opens what the channel already holds: a wrong key stops the
-    start here, naming the channel, rather than failing every delivery."""
-    if crypto is None:
-        return
-    for cs in channels:
-        ms = cs.msgs
-        cipher = crypto.channel(cs.name, ms.last_sequence())
-        _verify(cipher, cs.name, ms)
-        ms.cipher = cipher
+def attach(crypto: StoreCipher | None, channels: Iterable[ChannelStore]) -> None:
+    """``crypto.attach(channels)`` when encryption is on (recovery)."""
+    if crypto is not None:
+        crypto.attach(channels)
 
 
 def _verify(cipher: ChannelCipher, name: str, ms: object) -> None:
