@@ -19,6 +19,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -42,6 +43,8 @@ from nss.stores.crypto import (
     resolve_key,
 )
 from nss.stores.file import FileStore
+
+pytest_plugins = ["pg"]
 
 ENCRYPTED = Path(__file__).resolve().parent.parent / "fixtures" / "go-v0.25.6" / "encrypted"
 
@@ -279,3 +282,45 @@ def test_data_field_fast_path_agrees_with_the_general_walk() -> None:
             redelivered=r.random() < 0.5,
         ).SerializeToString()
         assert find_data(m) == _walk_data(m)
+
+
+async def test_damaged_ciphertext_row_is_reported_never_served(
+    pg_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nss.options import SQLOptions
+    from nss.stores.sql import SQLStore
+
+    dsn = pg_server.create_db("nss_crypto_damaged")
+
+    def open_store() -> SQLStore:
+        st = SQLStore(StoreLimits(), SQLOptions("postgres", dsn))
+        st.crypto = StoreCrypto(CODE_CHACHA, b"key!")
+        return st
+
+    st = open_store()
+    assert st.recover() is None
+    st.init(spb.ServerInfo(ClusterID="c"))
+    ms = st.create_channel("ch").msgs
+    for seq in (1, 2, 3):
+        m = pb.MsgProto(sequence=seq, subject="ch", data=b"p%d" % seq)
+        ms.store(seq, seq, m.SerializeToString())
+    await ms.flush()
+    await st.close()
+    pg_server.admin(  # flip the last byte of the tag of message 2
+        "UPDATE Messages SET data = set_byte(data, length(data) - 1, "
+        "get_byte(data, length(data) - 1) # 255) WHERE seq = 2",
+        "nss_crypto_damaged",
+    )
+    out = io.StringIO()
+    monkeypatch.setattr(log._SINK, "stream", out)
+    st = open_store()
+    rs = st.recover()
+    assert rs is not None
+    ms = rs.channels["ch"].channel.msgs
+    assert ms.lookup(2) is None
+    assert pb.MsgProto.FromString(ms.lookup(3)).data == b"p3"
+    await st.close()
+    assert (
+        'Error looking up message 2 on channel "ch": unable to decrypt row '
+        "Messages(id=1, seq=2): message authentication failed"
+    ) in out.getvalue()
