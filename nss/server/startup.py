@@ -92,8 +92,7 @@ def create_store(s: StreamingOptions) -> Store:
     except CryptoConfigError as e:
         raise StartupError(str(e)) from None
     store = _new_store(s)
-    if store.name != "MEMORY":  # nothing is at rest in memory
-        store.crypto = crypto
+    store.crypto = crypto
     return store
 
 

@@ -21,7 +21,9 @@ readable, as in Go. The format, which both servers must read and write:
 The stores keep plaintext in their in-memory caches, so delivery never pays
 a decryption: FILE and SQL message stores seal what goes to disk or to the
 database (``ChannelCipher.seal_msg``) and open what they read back
-(``open_msg``). MEMORY keeps nothing at rest and stores plaintext.
+(``open_msg``). MEMORY keeps nothing at rest: it stores plaintext but
+counts the encrypted size (``sealed_size``), as the Go server does, which
+encrypts in memory too.
 """
 
 from __future__ import annotations

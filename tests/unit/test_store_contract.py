@@ -5,8 +5,9 @@ server relies on must hold for MEMORY, FILE and SQL (in both caching modes,
 on a real PostgreSQL started by tests/pg.py, skipped when it is not
 installed) alike. Only the byte accounting differs by design (stores.md
 §2.6): FILE counts 40 bytes of record header and index per message, and
-with encryption at rest (the ``*_ENC`` variants: FILE with AES, SQL with
-ChaCha) the stored size counts the 29 bytes of cipher code, nonce and tag.
+with encryption at rest (the ``*_ENC`` variants: MEMORY and FILE with AES,
+SQL with ChaCha) the size counts the 29 bytes of cipher code, nonce and tag
+(MEMORY too, as the Go server, which encrypts in memory).
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ def put(ms: MsgStore, seq: int, ts: int | None = None, data: bytes = b"payload")
 
 
 @pytest.fixture(
-    params=["MEMORY", "FILE", "SQL", "SQL_NO_CACHING", "FILE_ENC", "SQL_ENC", "SQL_NO_CACHING_ENC"]
+    params=[
+        "MEMORY", "FILE", "SQL", "SQL_NO_CACHING",
+        "MEMORY_ENC", "FILE_ENC", "SQL_ENC", "SQL_NO_CACHING_ENC",
+    ]
 )
 async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
     """``make(**limits)`` opens a store of the parametrized type."""
@@ -77,15 +81,15 @@ async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     def open_store(lim: StoreLimits, at: str) -> Store:
         st: Store
         if kind == "MEMORY":
-            return MemoryStore(lim)
-        if kind == "SQL":
+            st = MemoryStore(lim)
+        elif kind == "SQL":
             from nss.stores.sql import SQLStore
 
             st = SQLStore(lim, SQLOptions("postgres", at, no_caching=no_caching))
         else:
             st = FileStore(at, lim, FileOptions(do_sync=False))
         if encrypted:
-            st.crypto = StoreCrypto(CODE_AES if kind == "FILE" else CODE_CHACHA, b"contract-key")
+            st.crypto = StoreCrypto(CODE_CHACHA if kind == "SQL" else CODE_AES, b"contract-key")
         return st
 
     def factory(per_channel: dict[str, ChannelLimits] | None = None, **limits: object) -> Store:
