@@ -84,6 +84,19 @@ async def connect_nats(opts: Options, nats_url: str, log: Any) -> NatsConnection
 
 # ---------------------------------------------------------------- store
 def create_store(s: StreamingOptions) -> Store:
+    """The configured store, with encryption at rest when it is on."""
+    from nss.stores.crypto import CryptoConfigError, StoreCrypto
+
+    try:
+        crypto = StoreCrypto.from_options(s)
+    except CryptoConfigError as e:
+        raise StartupError(str(e)) from None
+    store = _new_store(s)
+    store.crypto = crypto
+    return store
+
+
+def _new_store(s: StreamingOptions) -> Store:
     st = s.store_type.upper()
     if st == "MEMORY":
         from nss.stores.memory import MemoryStore

@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from nss.log import get_logger
 from nss.options import ChannelLimits, StoreLimits
@@ -59,6 +61,22 @@ _log = get_logger()
 
 class StoreError(Exception):
     """A store failure whose text is passed through to clients, as in Go."""
+
+
+class MsgCipher(Protocol):
+    """Encryption at rest of one channel (``nss.stores.crypto.ChannelCipher``)."""
+
+    def seal_msg(self, msg: bytes) -> bytes: ...
+
+    def open_msg(self, msg: bytes) -> bytes: ...
+
+    def sealed_size(self, msg: bytes) -> int: ...
+
+
+class StoreCipher(Protocol):
+    """Encryption at rest of a store (``nss.stores.crypto.StoreCrypto``)."""
+
+    def attach(self, channels: Iterable[ChannelStore]) -> None: ...
 
 
 @dataclass
@@ -84,7 +102,13 @@ class MsgStore(ABC):
     """Messages of one channel, keyed by the sequence the server assigns.
 
     The count/bytes limits are one rule for every backend (``apply_limits``);
-    a driver only says how to drop its oldest message (``_drop_oldest``)."""
+    a driver only says how to drop its oldest message (``_drop_oldest``).
+
+    ``cipher`` (encryption at rest, ``nss.stores.crypto``): set by the Store
+    once the channel is open; a driver that persists messages seals what it
+    writes and opens what it reads back, and keeps plaintext in memory."""
+
+    cipher: MsgCipher | None = None
 
     def __init__(self, name: str, limits: ChannelLimits) -> None:
         self.name = name
@@ -279,6 +303,8 @@ class Store(ABC):
     stores (``_new_channel``, ``_drop_channel``)."""
 
     name: str = ""
+    # encryption at rest (None: off); set before recover()/create_channel
+    crypto: StoreCipher | None = None
 
     def __init__(self, limits: StoreLimits) -> None:
         self.limits = limits.clone()
@@ -305,6 +331,8 @@ class Store(ABC):
         if mc > 0 and len(self.channels) >= mc:
             raise StoreError(ERR_TOO_MANY_CHANNELS)
         cs = self._new_channel(name, self.channel_limits(name))
+        if self.crypto is not None:
+            self.crypto.attach((cs,))
         self.channels[name] = cs
         return cs
 

@@ -64,6 +64,7 @@ from nss.log import get_logger
 from nss.options import ChannelLimits, SQLOptions, StoreLimits
 from nss.pb import spb_pb2 as spb
 from nss.stores.base import ChannelStore, RecoveredState, Store, StoreError
+from nss.stores.crypto import attach
 from nss.stores.sql.db import err_text, is_disconnect, make_engines
 from nss.stores.sql.dsn import SQLTarget, parse_source
 from nss.stores.sql.journal import Batch, Journal, JournaledMsgs, JournaledSubs, Op, run_batch
@@ -451,6 +452,7 @@ class SQLStore(Store):
         if found.max_channel_id:
             self.max_sub_id = found.max_sub_id
             self._to_purge = found.to_purge
+        attach(self.crypto, (rc.channel for rc in found.state.channels.values()))
         for name, rc in found.state.channels.items():
             self.channels[name] = rc.channel
         return found.state
