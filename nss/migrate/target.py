@@ -58,9 +58,7 @@ def parse_target(url: str) -> Target:
 
 
 def unlimited() -> StoreLimits:
-    return StoreLimits(
-        max_channels=0, max_msgs=0, max_bytes=0, max_age=0.0, max_subscriptions=0
-    )
+    return StoreLimits(max_channels=0, max_msgs=0, max_bytes=0, max_age=0.0, max_subscriptions=0)
 
 
 def open_store(t: Target, limits: StoreLimits | None = None) -> Store:

@@ -223,9 +223,7 @@ class Replayer:
         real = ch.msgs
         ch.msgs = AsOf(real, self.last.get(ch.name, 0))  # type: ignore[assignment]
         try:
-            created = create_or_resume(
-                ch, client, req, op.Sub.AckInbox, now_ns=self._now or None
-            )
+            created = create_or_resume(ch, client, req, op.Sub.AckInbox, now_ns=self._now or None)
         except (ValueError, StoreError) as e:
             # the Go server refused it the same way: nothing was made
             self._warn(f"subscription on {req.subject!r} of {req.clientID!r}: {e}")
