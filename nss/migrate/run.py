@@ -59,6 +59,8 @@ class Result:
 async def migrate(plan: Plan, say: Callable[[str], None]) -> Result:
     started = time.monotonic()
     raft = RaftLog(plan.raft_log) if plan.raft_log else None
+    if plan.src.kind == "FILE" and not os.path.isdir(plan.src.path):
+        raise MigrateError(f"source {plan.src.describe()} does not exist")
     if plan.dst.kind == "FILE":
         _check_dir_empty(plan.dst)
     src = open_store(plan.src, plan.src_limits)
