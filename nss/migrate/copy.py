@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from nss.migrate.progress import Progress
 from nss.migrate.summary import ChannelSummary, Digest, StoreSummary, read_messages
+from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.stores.base import MIGRATE_MARKER_ID, RecoveredChannel, RecoveredState, Store
 
@@ -28,9 +29,10 @@ async def copy_channel(
     digest = Digest()
     progress.label(name)
     pending = 0
+    parse = pb.MsgProto.FromString
     async for seq, data in read_messages(src_ms):
-        ts = src_ms.timestamp_of(seq) or 0
-        cs.msgs.store(seq, ts, data)
+        # from the message itself: a store's timestamp_of may cost a read
+        cs.msgs.store(seq, parse(data).timestamp, data)
         digest.add(seq, data)
         pending += 1
         if pending >= FLUSH_EVERY:
