@@ -21,7 +21,7 @@ from nss.migrate.copy import copy_store
 from nss.migrate.progress import Progress
 from nss.migrate.raft.log import RaftLog
 from nss.migrate.raft.replay import Replayer
-from nss.migrate.summary import ChannelSummary
+from nss.migrate.summary import ChannelSummary, Digest, StoreSummary
 from nss.migrate.target import Target, TargetError, open_store
 from nss.migrate.verify import verify_and_seal
 from nss.options import StoreLimits
@@ -79,27 +79,10 @@ async def migrate(plan: Plan, say: Callable[[str], None]) -> Result:
             expected, digests = await copy_store(rs, dst, progress)
             progress.finish()
             if raft is not None:
-                replayer = Replayer(dst, digests, say)
-                report = replayer.run(raft)
-                say(
-                    f"raft: {report.entries} log entries after snapshot index "
-                    f"{report.snapshot_index}; applied {_counts(report.applied)}, "
-                    f"{report.skipped} skipped"
-                )
-                positions = await replayer.persist()
-                expected.clients = replayer.client_ids()
-                for name, ch in replayer.channels.channels.items():
-                    cs = expected.channels.setdefault(name, ChannelSummary())
-                    cs.subs, cs.pending = positions[name]
-                    cs.first = ch.msgs.first_sequence()
-                    cs.last = ch.msgs.last_sequence()
-                for name in list(expected.channels):
-                    if name not in replayer.channels.channels:
-                        del expected.channels[name]
-            for name, d in digests.items():
-                if name in expected.channels:
-                    expected.channels[name].sha256 = d.hexdigest()
-                    expected.channels[name].count = d.count
+                expected = await _replay(raft, dst, digests, say)
+            for name, cs in expected.channels.items():
+                d = digests.get(name) or Digest()
+                cs.sha256, cs.count = d.hexdigest(), d.count
         finally:
             await dst.close()
     finally:
@@ -118,6 +101,33 @@ async def migrate(plan: Plan, say: Callable[[str], None]) -> Result:
         clients=len(expected.clients),
         seconds=time.monotonic() - started,
     )
+
+
+async def _replay(
+    raft: RaftLog, dst: Store, digests: dict[str, Digest], say: Callable[[str], None]
+) -> StoreSummary:
+    """Apply the Raft state onto the copied store; what the destination
+    must then hold (the messages' digests are filled in by the caller)."""
+    replayer = Replayer(dst, digests, say)
+    report = replayer.run(raft)
+    say(
+        f"raft: {report.entries} log entries after snapshot index "
+        f"{report.snapshot_index}; applied {_counts(report.applied)}, "
+        f"{report.skipped} skipped"
+        + (
+            f", {report.messages_added} message(s) taken from the log"
+            if report.messages_added
+            else ""
+        )
+    )
+    positions = await replayer.persist()
+    expected = StoreSummary(clients=replayer.client_ids())
+    for name, ch in replayer.channels.channels.items():
+        subs, pending = positions[name]
+        expected.channels[name] = ChannelSummary(
+            first=ch.msgs.first_sequence(), last=ch.msgs.last_sequence(), subs=subs, pending=pending
+        )
+    return expected
 
 
 def _counts(applied: dict[str, int]) -> str:

@@ -19,6 +19,7 @@ an inline bucket whose page follows that header in the value.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Iterator
 
@@ -50,12 +51,14 @@ def fnv1a64(data: bytes) -> int:
 
 
 class BoltDB:
-    """A bbolt file read into memory (raft logs are small next to the
-    message store; reading once keeps the page walk trivial)."""
+    """A bbolt file, mapped read-only (as bbolt itself reads it)."""
 
     def __init__(self, path: str) -> None:
         with open(path, "rb") as f:
-            self.data = f.read()
+            try:
+                self.data: bytes | mmap.mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:  # an empty file cannot be mapped
+                self.data = b""
         self.page_size, self.root, self.txid = self._meta()
 
     def _meta(self) -> tuple[int, int, int]:
@@ -95,13 +98,13 @@ class BoltDB:
 
     # -- pages ------------------------------------------------------------------
 
-    def _page(self, pgid: int) -> tuple[bytes | memoryview, int]:
+    def _page(self, pgid: int) -> tuple[bytes | mmap.mmap, int]:
         off = pgid * self.page_size
         if off + PAGE_HEADER > len(self.data):
             raise BoltError(f"page {pgid} is past the end of the file")
         return self.data, off
 
-    def _walk(self, buf: bytes | memoryview, off: int) -> Iterator[tuple[bytes, bytes, int]]:
+    def _walk(self, buf: bytes | mmap.mmap, off: int) -> Iterator[tuple[bytes, bytes, int]]:
         """(key, value, leaf flags) of the tree rooted at the page at
         ``buf[off:]``, in key order."""
         _, flags, count, _ = _PAGE.unpack_from(buf, off)
