@@ -20,7 +20,7 @@ from nss.config import ConfigError
 from nss.config_apply import apply_streaming_config
 from nss.migrate.raft.log import RaftLogError
 from nss.migrate.run import MigrateError, Plan, migrate
-from nss.migrate.target import TargetError, parse_target
+from nss.migrate.target import TargetError, copy_limits, parse_target
 from nss.options import Options, StoreLimits
 from nss.stores.base import StoreError
 
@@ -54,8 +54,8 @@ def parser() -> argparse.ArgumentParser:
         "--config",
         metavar="FILE",
         default="",
-        help="the source server's configuration file: its store limits apply to the "
-        "source as that server applied them (default: the default limits)",
+        help="the configuration file of the server that serves the copy: its message "
+        "limits (MaxMsgs, MaxBytes) are applied while copying (default: none)",
     )
     p.add_argument(
         "--rekey",
@@ -82,14 +82,15 @@ def rekey_hook(spec: str) -> Callable[..., Any]:
     return fn
 
 
-def source_limits(path: str) -> StoreLimits:
-    """The store limits a server started with ``-c path`` runs with."""
+def server_limits(path: str) -> StoreLimits | None:
+    """The store limits of a server started with ``-c path``; None without."""
+    if not path:
+        return None
     opts = Options()
-    if path:
-        try:
-            apply_streaming_config(opts, path, set(), strict=False)
-        except (ConfigError, OSError) as e:
-            raise MigrateError(f"--config {path}: {e}") from e
+    try:
+        apply_streaming_config(opts, path, set(), strict=False)
+    except (ConfigError, OSError) as e:
+        raise MigrateError(f"--config {path}: {e}") from e
     return opts.streaming.store_limits
 
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             dst=parse_target(args.dst),
             raft_log=args.raft_log,
             progress=args.progress or sys.stderr.isatty(),
-            src_limits=source_limits(args.config),
+            limits=copy_limits(lim) if (lim := server_limits(args.config)) else None,
         )
         if args.rekey is not None:
             rekey_hook(args.rekey)

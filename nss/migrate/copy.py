@@ -51,14 +51,9 @@ async def copy_channel(
             cs.subs.add_seq_pending(st.ID, seq)
         npending += len(rsub.pending)
     await cs.subs.flush()
-    summary = ChannelSummary(
-        first=src_ms.first_sequence(),
-        last=src_ms.last_sequence(),
-        count=digest.count,
-        subs=len(rc.subscriptions),
-        pending=npending,
-    )
-    return summary, digest
+    # first/last/count/checksum: see run.expect_messages (the destination
+    # may have dropped messages by its limits, and a Raft replay may add some)
+    return ChannelSummary(subs=len(rc.subscriptions), pending=npending), digest
 
 
 async def copy_store(

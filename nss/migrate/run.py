@@ -15,7 +15,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nss.migrate.copy import copy_store
 from nss.migrate.progress import Progress
@@ -39,8 +39,8 @@ class Plan:
     dst: Target
     raft_log: str = ""
     progress: bool = False
-    # the limits the source's server ran with (its recovery applies them)
-    src_limits: StoreLimits = field(default_factory=StoreLimits)
+    # the limits both stores are opened with (target.copy_limits); None: none
+    limits: StoreLimits | None = None
 
 
 @dataclass
@@ -63,7 +63,7 @@ async def migrate(plan: Plan, say: Callable[[str], None]) -> Result:
         raise MigrateError(f"source {plan.src.describe()} does not exist")
     if plan.dst.kind == "FILE":
         _check_dir_empty(plan.dst)
-    src = open_store(plan.src, plan.src_limits)
+    src = open_store(plan.src, plan.limits)
     try:
         rs = await asyncio.to_thread(src.recover)
         check_complete(rs)
@@ -71,7 +71,7 @@ async def migrate(plan: Plan, say: Callable[[str], None]) -> Result:
             raise MigrateError(f"source {plan.src.describe()} holds no store")
         total = sum(rc.channel.msgs.state()[0] for rc in rs.channels.values())
         say(f"source {plan.src.describe()}: {len(rs.channels)} channel(s), {total} message(s)")
-        dst = open_store(plan.dst)
+        dst = open_store(plan.dst, plan.limits)
         try:
             await _check_empty(plan.dst, dst)
             await _mark(dst, rs.info)
@@ -80,15 +80,13 @@ async def migrate(plan: Plan, say: Callable[[str], None]) -> Result:
             progress.finish()
             if raft is not None:
                 expected = await _replay(raft, dst, digests, say)
-            for name, cs in expected.channels.items():
-                d = digests.get(name) or Digest()
-                cs.sha256, cs.count = d.hexdigest(), d.count
+            expect_messages(expected, dst, digests)
         finally:
             await dst.close()
     finally:
         await src.close()
     say("verifying the copy")
-    diffs = await verify_and_seal(plan.dst, expected)
+    diffs = await verify_and_seal(plan.dst, plan.limits, expected)
     if diffs:
         raise MigrateError(
             "the copy does not match its source; the destination stays marked as an "
@@ -122,12 +120,19 @@ async def _replay(
     )
     positions = await replayer.persist()
     expected = StoreSummary(clients=replayer.client_ids())
-    for name, ch in replayer.channels.channels.items():
-        subs, pending = positions[name]
-        expected.channels[name] = ChannelSummary(
-            first=ch.msgs.first_sequence(), last=ch.msgs.last_sequence(), subs=subs, pending=pending
-        )
+    for name, (subs, pending) in positions.items():
+        expected.channels[name] = ChannelSummary(subs=subs, pending=pending)
     return expected
+
+
+def expect_messages(expected: StoreSummary, dst: Store, digests: dict[str, Digest]) -> None:
+    """Each channel's messages as the destination must hold them: from the
+    first sequence it kept (its limits may have dropped older ones) to the
+    last, with the checksum of exactly those."""
+    for name, cs in expected.channels.items():
+        ms = dst.channels[name].msgs
+        cs.first, cs.last = ms.first_sequence(), ms.last_sequence()
+        cs.count, cs.sha256 = (digests.get(name) or Digest()).result(cs.first)
 
 
 def _counts(applied: dict[str, int]) -> str:

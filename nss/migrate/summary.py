@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from array import array
+from bisect import bisect_left
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from nss.stores.base import MIGRATE_MARKER_ID, MsgStore, RecoveredState
@@ -32,22 +35,28 @@ class StoreSummary:
 
 
 class Digest:
-    """The running checksum of one channel's messages."""
+    """The checksum of one channel's messages: SHA-256 over the SHA-256 of
+    each message (its sequence, length and bytes), in sequence order.
+
+    Kept per message (32 bytes each) because the destination may drop its
+    oldest messages while they are copied (MaxMsgs, MaxBytes): the expected
+    checksum is then that of the messages from its first sequence on."""
 
     def __init__(self) -> None:
-        self._h = hashlib.sha256()
-        self.count = 0
+        self._seqs = array("Q")
+        self._hashes = bytearray()
 
     def add(self, seq: int, data: bytes) -> None:
-        self._h.update(_SEQ.pack(seq, len(data)))
-        self._h.update(data)
-        self.count += 1
+        self._seqs.append(seq)
+        self._hashes += hashlib.sha256(_SEQ.pack(seq, len(data)) + data).digest()
 
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
+    def result(self, first: int = 0) -> tuple[int, str]:
+        """(count, hex checksum) of the messages from sequence ``first`` on."""
+        i = bisect_left(self._seqs, first)
+        return len(self._seqs) - i, hashlib.sha256(self._hashes[i * 32 :]).hexdigest()
 
 
-async def read_messages(ms: MsgStore, progress: object = None):  # type: ignore[no-untyped-def]
+async def read_messages(ms: MsgStore) -> AsyncIterator[tuple[int, bytes]]:
     """(seq, encoded message) of every stored message, oldest first, read in
     chunks (a database store loads each chunk off the event loop)."""
     first, last = ms.first_sequence(), ms.last_sequence()
@@ -73,11 +82,12 @@ async def summarize(rs: RecoveredState | None) -> StoreSummary:
         d = Digest()
         async for seq, data in read_messages(ms):
             d.add(seq, data)
+        count, sha = d.result()
         out.channels[name] = ChannelSummary(
             first=ms.first_sequence(),
             last=ms.last_sequence(),
-            count=d.count,
-            sha256=d.hexdigest(),
+            count=count,
+            sha256=sha,
             subs=len(rc.subscriptions),
             pending=sum(len(s.pending) for s in rc.subscriptions),
         )

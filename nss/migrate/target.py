@@ -2,13 +2,17 @@
 
 ``file:///abs/path`` is a FILE store directory; ``postgresql://`` (or
 ``postgres://``) and ``mysql://`` URLs are SQL stores, handed to the SQL
-store's own DSN handling unchanged. Stores are opened with no limits
-at all, so that a copy never drops a message or refuses a channel: the
-limits of the server that later serves the store apply when it recovers.
-A source is opened with the limits its server ran with (``--config``, else
-the defaults): its recovery then drops what that server had dropped, as
-the Go FILE store leaves messages removed by limits on disk until the
-slice goes.
+store's own DSN handling unchanged.
+
+Limits (``copy_limits``): both stores are opened with the message limits
+of the server that serves them (``-c``), so that the destination drops, as
+it is written, exactly what that server drops (MaxMsgs, MaxBytes, per
+channel too; Go's FILE store leaves such messages on disk until their slice
+goes) and an SQL store records the limits that server runs with. MaxAge is
+left to that server: expired messages are copied, and it expires them when
+it starts, keeping the channel's sequence even when nothing is left. No
+channel or subscription is ever refused during a copy. Without ``-c``
+nothing is dropped at all.
 """
 
 from __future__ import annotations
@@ -59,6 +63,19 @@ def parse_target(url: str) -> Target:
 
 def unlimited() -> StoreLimits:
     return StoreLimits(max_channels=0, max_msgs=0, max_bytes=0, max_age=0.0, max_subscriptions=0)
+
+
+def copy_limits(server: StoreLimits) -> StoreLimits:
+    """``server``'s limits with those a copy must not apply (MaxAge, and
+    the counts that refuse channels or subscriptions) lifted."""
+    out = server.clone()
+    out.max_channels = 0
+    for lim in [out, *out.per_channel.values()]:
+        # globally 0 is unlimited; per channel 0 inherits (so unlimited too)
+        lim.max_age = 0.0
+        lim.max_subscriptions = 0
+        lim.max_inactivity = 0.0
+    return out
 
 
 def open_store(t: Target, limits: StoreLimits | None = None) -> Store:

@@ -9,13 +9,16 @@ import asyncio
 
 from nss.migrate.summary import StoreSummary, differences, summarize
 from nss.migrate.target import Target, open_store
+from nss.options import StoreLimits
 from nss.stores.base import MIGRATE_MARKER_ID
 
 
-async def verify_and_seal(dst_t: Target, expected: StoreSummary) -> list[str]:
+async def verify_and_seal(
+    dst_t: Target, limits: StoreLimits | None, expected: StoreSummary
+) -> list[str]:
     """Differences between the destination and ``expected``; when there
     are none, the marker is removed and the store becomes servable."""
-    st = open_store(dst_t)
+    st = open_store(dst_t, limits)
     try:
         rs = await asyncio.to_thread(st.recover)
         found = await summarize(rs)

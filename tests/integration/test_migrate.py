@@ -18,7 +18,9 @@ from typing import Any
 import manifest as mf
 import pytest
 from procs import ROOT, NssProcess, free_port
+from stanclient import StanClient
 
+from nss.pb import protocol_pb2 as pb
 from nss.stores.base import ERR_INCOMPLETE_COPY
 
 pytest_plugins = ["pg"]
@@ -124,6 +126,36 @@ async def test_file_store_to_postgres_and_back_is_served_the_same(
     assert totals(there) == totals(again)
     await _check_all(_serve_file(nss_factory, back, manifest["cluster"]), manifest)
     await _check_all(_serve_file(nss_factory, src, manifest["cluster"]), manifest)
+
+
+@pytest.mark.parametrize("to", ["file", "postgres"])
+async def test_channels_expired_by_age_keep_their_sequence(
+    nss_factory: Any, tmp_path: Path, pg_server: Any, to: str
+) -> None:
+    """MaxAge is left to the server that serves the copy: it expires every
+    message of the (old) fixture at start, and each channel's next message
+    still gets ``last + 1``."""
+    manifest = mf.load("filestore")
+    src = writable_copy(mf.FIXTURES / "filestore" / "datastore", tmp_path / "src")
+    conf = tmp_path / "age.conf"
+    conf.write_text('store_limits: { max_age: "1s" }\n')
+    if to == "file":
+        dst, serve = f"file://{tmp_path / 'dst'}", ["-store", "file", "-dir", str(tmp_path / "dst")]
+    else:
+        pg_server.create_db("nss_migrate_expired")
+        dst = pg_server.url("nss_migrate_expired")
+        serve = ["-store", "sql", "--sql_driver", "postgres",
+                 "--sql_source", pg_server.dsn("nss_migrate_expired")]  # fmt: skip
+    res = migrate("--from", f"file://{src}", "--to", dst, "-c", str(conf))
+    assert res.returncode == 0, res.stderr
+    srv = nss_factory(*serve, "-sc", str(conf), cluster_id=manifest["cluster"])
+    c = await StanClient.connect(srv.url, "expired-checker", cluster_id=manifest["cluster"])
+    for name, ch in manifest["channels"].items():
+        sub = await c.subscribe(name, start=pb.First)
+        await sub.expect_nothing(0.1)
+        await c.publish(name, b"after")
+        assert (await sub.next()).sequence == ch["last"] + 1
+    await c.close()
 
 
 def test_non_empty_destination_is_refused(tmp_path: Path, pg_server: Any) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nss.migrate import cli
-from nss.migrate.target import Target, TargetError, parse_target
+from nss.migrate.target import Target, TargetError, copy_limits, parse_target
 from nss.pb import spb_pb2 as spb
 from nss.stores.base import (
     ERR_INCOMPLETE_COPY,
@@ -69,12 +69,21 @@ def test_password_never_printed(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     assert "error" in err and "hunter22" not in err
 
 
-def test_source_limits_come_from_the_config_file(tmp_path: Path) -> None:
+def test_copy_limits_keep_the_message_limits_of_the_config_file(tmp_path: Path) -> None:
     conf = tmp_path / "s.conf"
-    conf.write_text("store_limits: { max_msgs: 7, channels: { x: { max_msgs: 2 } } }\n")
-    lim = cli.source_limits(str(conf))
-    assert lim.max_msgs == 7 and lim.per_channel["x"].max_msgs == 2
-    assert cli.source_limits("").max_msgs == 1_000_000  # the server's defaults
+    conf.write_text(
+        "store_limits: { max_msgs: 7, max_age: \"1h\", max_subs: 3, max_channels: 2,\n"
+        "  channels: { x: { max_msgs: 2, max_age: \"1m\", max_subs: 1 } } }\n"
+    )
+    server = cli.server_limits(str(conf))
+    assert server is not None and server.max_age == 3600
+    lim = copy_limits(server)
+    assert (lim.max_msgs, lim.per_channel["x"].max_msgs) == (7, 2)
+    # never expire, refuse a channel or a subscription while copying
+    assert (lim.max_age, lim.max_subscriptions, lim.max_channels) == (0, 0, 0)
+    assert (lim.per_channel["x"].max_age, lim.per_channel["x"].max_subscriptions) == (0, 0)
+    assert server.max_age == 3600  # the server's own limits untouched
+    assert cli.server_limits("") is None
 
 
 def test_incomplete_copy_is_refused() -> None:
