@@ -21,12 +21,18 @@ from nss.migrate.copy import copy_store
 from nss.migrate.progress import Progress
 from nss.migrate.raft.log import RaftLog
 from nss.migrate.raft.replay import Replayer
-from nss.migrate.summary import ChannelSummary, Digest, StoreSummary
+from nss.migrate.summary import ChannelSummary, Digest, StoreSummary, rebuild
 from nss.migrate.target import Target, TargetError, open_store
 from nss.migrate.verify import verify_and_seal
 from nss.options import StoreLimits
 from nss.pb import spb_pb2 as spb
-from nss.stores.base import MIGRATE_MARKER_ID, Store, StoreError, check_complete
+from nss.stores.base import (
+    MIGRATE_MARKER_ID,
+    RecoveredState,
+    Store,
+    StoreError,
+    check_complete,
+)
 
 
 class MigrateError(Exception):
@@ -80,7 +86,7 @@ async def migrate(plan: Plan, say: Callable[[str], None]) -> Result:
             progress.finish()
             if raft is not None:
                 expected = await _replay(raft, dst, digests, say)
-            expect_messages(expected, dst, digests)
+            await expect_messages(expected, rs, dst, digests)
         finally:
             await dst.close()
     finally:
@@ -125,14 +131,20 @@ async def _replay(
     return expected
 
 
-def expect_messages(expected: StoreSummary, dst: Store, digests: dict[str, Digest]) -> None:
+async def expect_messages(
+    expected: StoreSummary, rs: RecoveredState, dst: Store, digests: dict[str, Digest]
+) -> None:
     """Each channel's messages as the destination must hold them: from the
     first sequence it kept (its limits may have dropped older ones) to the
     last, with the checksum of exactly those."""
     for name, cs in expected.channels.items():
         ms = dst.channels[name].msgs
         cs.first, cs.last = ms.first_sequence(), ms.last_sequence()
-        cs.count, cs.sha256 = (digests.get(name) or Digest()).result(cs.first)
+        d = digests.get(name) or Digest()
+        if d.count and cs.first > d.first:
+            rc = rs.channels.get(name)
+            d = await rebuild(rc.channel.msgs if rc is not None else None, d, cs.first)
+        cs.count, cs.sha256 = d.count, d.hexdigest()
 
 
 def _counts(applied: dict[str, int]) -> str:

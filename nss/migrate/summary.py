@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from array import array
-from bisect import bisect_left
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -35,32 +33,53 @@ class StoreSummary:
 
 
 class Digest:
-    """The checksum of one channel's messages: SHA-256 over the SHA-256 of
-    each message (its sequence, length and bytes), in sequence order.
+    """The running checksum of one channel's messages: SHA-256 over each
+    message's sequence, length and bytes, in sequence order.
 
-    Kept per message (32 bytes each) because the destination may drop its
-    oldest messages while they are copied (MaxMsgs, MaxBytes): the expected
-    checksum is then that of the messages from its first sequence on."""
+    ``first`` is the first sequence it covers. ``extra`` keeps the messages
+    that did not come from the source store (a Raft replay takes them from
+    the log), for ``rebuild``."""
 
     def __init__(self) -> None:
-        self._seqs = array("Q")
-        self._hashes = bytearray()
+        self._h = hashlib.sha256()
+        self.first = 0
+        self.count = 0
+        self.extra: list[tuple[int, bytes]] = []
 
-    def add(self, seq: int, data: bytes) -> None:
-        self._seqs.append(seq)
-        self._hashes += hashlib.sha256(_SEQ.pack(seq, len(data)) + data).digest()
+    def add(self, seq: int, data: bytes, keep: bool = False) -> None:
+        self._h.update(_SEQ.pack(seq, len(data)))
+        self._h.update(data)
+        if not self.count:
+            self.first = seq
+        self.count += 1
+        if keep:
+            self.extra.append((seq, data))
 
-    def result(self, first: int = 0) -> tuple[int, str]:
-        """(count, hex checksum) of the messages from sequence ``first`` on."""
-        i = bisect_left(self._seqs, first)
-        return len(self._seqs) - i, hashlib.sha256(self._hashes[i * 32 :]).hexdigest()
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
-async def read_messages(ms: MsgStore) -> AsyncIterator[tuple[int, bytes]]:
-    """(seq, encoded message) of every stored message, oldest first, read in
-    chunks (a database store loads each chunk off the event loop)."""
+async def rebuild(src: MsgStore | None, d: Digest, first: int) -> Digest:
+    """``d`` restricted to the messages from ``first`` on, read again from
+    the source: for a destination that dropped its oldest messages while
+    they were copied (MaxMsgs, MaxBytes), which a running hash cannot take
+    back. Only then is the source read twice."""
+    out = Digest()
+    if src is not None:
+        async for seq, data in read_messages(src, first):
+            out.add(seq, data)
+    for seq, data in d.extra:
+        if seq >= first and seq > (src.last_sequence() if src is not None else 0):
+            out.add(seq, data, keep=True)
+    return out
+
+
+async def read_messages(ms: MsgStore, start: int = 0) -> AsyncIterator[tuple[int, bytes]]:
+    """(seq, encoded message) of every stored message from ``start`` on,
+    oldest first, read in chunks (a database store loads each chunk off the
+    event loop)."""
     first, last = ms.first_sequence(), ms.last_sequence()
-    seq = max(first, 1)
+    seq = max(first, start, 1)
     while seq <= last:
         end = min(seq + CHUNK - 1, last)
         await ms.prefetch(seq, end)
@@ -82,12 +101,11 @@ async def summarize(rs: RecoveredState | None) -> StoreSummary:
         d = Digest()
         async for seq, data in read_messages(ms):
             d.add(seq, data)
-        count, sha = d.result()
         out.channels[name] = ChannelSummary(
             first=ms.first_sequence(),
             last=ms.last_sequence(),
-            count=count,
-            sha256=sha,
+            count=d.count,
+            sha256=d.hexdigest(),
             subs=len(rc.subscriptions),
             pending=sum(len(s.pending) for s in rc.subscriptions),
         )

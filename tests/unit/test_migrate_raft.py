@@ -253,7 +253,7 @@ def test_committed_messages_missing_from_the_store_are_added() -> None:
     r.apply(_publish("a", 1, 3))
     assert r.report.messages_added == 3
     assert r.store.channels["a"].msgs.lookup(3) == _msg("a", 3).SerializeToString()
-    assert r.digests["a"].result()[0] == 3
+    assert r.digests["a"].count == 3
 
 
 def test_snapshot_subscriptions_and_clients_are_restored() -> None:

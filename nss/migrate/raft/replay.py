@@ -164,7 +164,7 @@ class Replayer:
                 # committed in the log but not (yet) in the node's FILE store
                 data = m.SerializeToString()
                 ch.msgs.store(m.sequence, m.timestamp, data)
-                self.digests.setdefault(ch.name, Digest()).add(m.sequence, data)
+                self.digests.setdefault(ch.name, Digest()).add(m.sequence, data, keep=True)
                 self.report.messages_added += 1
         return True
 
