@@ -40,8 +40,12 @@ def parser() -> argparse.ArgumentParser:
             "| mysql://user[:pw]@host:port/db"
         ),
     )
-    p.add_argument("--from", dest="src", required=True, metavar="SRC")
-    p.add_argument("--to", dest="dst", required=True, metavar="DST")
+    p.add_argument(
+        "--from", dest="src", required=True, metavar="SRC", help="the store to copy (stopped)"
+    )
+    p.add_argument(
+        "--to", dest="dst", required=True, metavar="DST", help="an empty store to copy into"
+    )
     p.add_argument(
         "--raft-log",
         metavar="DIR",
