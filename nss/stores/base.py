@@ -55,6 +55,15 @@ ERR_NOT_FOUND = "not found"
 # Recover(): server.dat holds no state but channel directories exist; the
 # server then calls init() and recover() again (stores.md §1.1).
 ERR_NO_SRV_BUT_CHANNELS = "no server state recovered but channels present"
+# nss-migrate registers this client first (right after the server info) and
+# removes it last: a store still holding it is a copy that was interrupted,
+# which a server must refuse rather than serve half of it. The ':' is never
+# valid in a real client ID.
+MIGRATE_MARKER_ID = "nss-migrate:incomplete"
+ERR_INCOMPLETE_COPY = (
+    "the store is an incomplete copy (nss-migrate was interrupted before it "
+    "finished): empty it and run nss-migrate again"
+)
 
 _log = get_logger()
 
@@ -96,6 +105,12 @@ class RecoveredState:
     info: spb.ServerInfo
     clients: list[spb.ClientInfo] = field(default_factory=list)
     channels: dict[str, RecoveredChannel] = field(default_factory=dict)
+
+
+def check_complete(rs: RecoveredState | None) -> None:
+    """StoreError when the recovered store is an interrupted nss-migrate copy."""
+    if rs is not None and any(c.ID == MIGRATE_MARKER_ID for c in rs.clients):
+        raise StoreError(ERR_INCOMPLETE_COPY)
 
 
 class MsgStore(ABC):
