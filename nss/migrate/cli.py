@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
         "--from", dest="src", required=True, metavar="SRC", help="the store to copy (stopped)"
     )
     p.add_argument(
-        "--to", dest="dst", required=True, metavar="DST", help="an empty store to copy into"
+        "--to", dest="dst", default="", metavar="DST", help="an empty store to copy into"
     )
     p.add_argument(
         "--raft-log",
@@ -63,27 +63,48 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rekey",
-        metavar="SPEC",
-        default=None,
-        help="re-encrypt the messages while copying (needs nss's encryption support)",
+        action="store_true",
+        help="instead of copying: re-encrypt the stopped store SRC in place with a new key "
+        "(old and new keys from $NSS_REKEY_OLD_KEY / $NSS_REKEY_NEW_KEY or the key files; "
+        "a kill midway leaves the old or the new store whole; see nss-rekey)",
     )
+    p.add_argument("--cipher", default="", help="--rekey: AES or CHACHA for the new key")
+    p.add_argument("--old-key-file", default=None, help="--rekey: file holding the old key")
+    p.add_argument("--new-key-file", default=None, help="--rekey: file holding the new key")
     p.add_argument(
         "--progress", action="store_true", help="draw a progress bar even when stderr is no tty"
     )
     return p
 
 
-def rekey_hook(spec: str) -> Callable[..., Any]:
-    """The re-encryption function of ``nss.stores.rekey``, when this nss has
-    one; MigrateError otherwise."""
+def rekey_hook() -> Callable[..., Any]:
+    """The command of ``nss.stores.rekey``, when this nss has one;
+    MigrateError otherwise."""
     try:
         mod = importlib.import_module(REKEY_MODULE)
     except ImportError:
         mod = None
-    fn = getattr(mod, "rekey", None) if mod is not None else None
+    fn = getattr(mod, "main", None) if mod is not None else None
     if fn is None:
         raise MigrateError("--rekey is not available in this version of nss")
     return fn
+
+
+def rekey(args: argparse.Namespace) -> int:
+    """``--rekey``: the store SRC re-encrypted in place by ``nss-rekey``."""
+    target = parse_target(args.src)
+    argv = (
+        ["--dir", target.path]
+        if target.kind == "FILE"
+        else ["--sql_source", target.source, "--sql_driver", target.driver]
+    )
+    if args.cipher:
+        argv += ["--cipher", args.cipher]
+    if args.old_key_file:
+        argv += ["--old-key-file", args.old_key_file]
+    if args.new_key_file:
+        argv += ["--new-key-file", args.new_key_file]
+    return int(rekey_hook()(argv))
 
 
 def server_limits(path: str) -> StoreLimits | None:
@@ -99,9 +120,16 @@ def server_limits(path: str) -> StoreLimits | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     say = _printer()
+    if not args.rekey and not args.dst:
+        p.error("--to is required (unless --rekey)")
     try:
+        if args.rekey:
+            if args.dst and parse_target(args.dst) != parse_target(args.src):
+                raise MigrateError("--rekey re-encrypts SRC in place: give no --to")
+            return rekey(args)
         plan = Plan(
             src=parse_target(args.src),
             dst=parse_target(args.dst),
@@ -109,9 +137,6 @@ def main(argv: list[str] | None = None) -> int:
             progress=args.progress or sys.stderr.isatty(),
             limits=copy_limits(lim) if (lim := server_limits(args.config)) else None,
         )
-        if args.rekey is not None:
-            rekey_hook(args.rekey)
-            raise MigrateError("--rekey: wiring into the copy is not done yet")
         if plan.src == plan.dst:
             raise MigrateError("--from and --to name the same store")
         result = asyncio.run(migrate(plan, say))

@@ -141,6 +141,24 @@ async def test_file_rekey_to_a_new_key_and_cipher(tmp_path: Path) -> None:
     assert not os.path.exists(d + TMP_SUFFIX)
 
 
+async def test_nss_migrate_rekey_re_encrypts_in_place(tmp_path: Path) -> None:
+    """The same through ``nss-migrate --rekey --from file:///...`` (keys from files)."""
+    d = str(tmp_path / "store")
+    want = await _fill("file", d, b"old-key", 2, 50)
+    (tmp_path / "old").write_text("old-key\n")
+    (tmp_path / "new").write_text("new-key\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "nss.migrate", "--rekey", "--from", f"file://{d}",
+         "--cipher", "AES", "--old-key-file", str(tmp_path / "old"),
+         "--new-key-file", str(tmp_path / "new")],
+        capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "re-encrypted" in out.stdout
+    assert await _contents("file", d, StoreCrypto(CODE_AES, b"new-key")) == want
+    assert await _contents("file", d, StoreCrypto(CODE_AES, b"old-key")) is None
+
+
 async def test_rekey_with_the_wrong_old_key_changes_nothing(tmp_path: Path) -> None:
     d = tmp_path / "store"
     await _fill("file", str(d), b"old-key", 2, 20)

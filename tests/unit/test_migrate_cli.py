@@ -33,16 +33,18 @@ def test_locations() -> None:
             parse_target(bad)
 
 
-def test_rekey_is_refused_clearly_while_not_available(capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        import nss.stores.rekey  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("this nss has nss.stores.rekey")
-    rc = cli.main(["--from", "file:///a", "--to", "file:///b", "--rekey", "AES"])
-    assert rc == 1
-    assert "--rekey is not available" in capsys.readouterr().err
+def test_rekey_goes_to_nss_rekey_in_place(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--rekey`` re-encrypts ``--from`` itself; a copy elsewhere is refused."""
+    assert cli.main(["--from", "file:///a", "--to", "file:///b", "--rekey"]) == 1
+    assert "give no --to" in capsys.readouterr().err
+    env = {"NSS_REKEY_OLD_KEY": "", "NSS_REKEY_NEW_KEY": ""}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        assert cli.main(["--from", f"file://{tmp_path}", "--rekey"]) == 1
+    assert "the old key is required" in capsys.readouterr().err
 
 
 def test_same_store_twice_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,8 +74,8 @@ def test_password_never_printed(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 def test_copy_limits_keep_the_message_limits_of_the_config_file(tmp_path: Path) -> None:
     conf = tmp_path / "s.conf"
     conf.write_text(
-        "store_limits: { max_msgs: 7, max_age: \"1h\", max_subs: 3, max_channels: 2,\n"
-        "  channels: { x: { max_msgs: 2, max_age: \"1m\", max_subs: 1 } } }\n"
+        'store_limits: { max_msgs: 7, max_age: "1h", max_subs: 3, max_channels: 2,\n'
+        '  channels: { x: { max_msgs: 2, max_age: "1m", max_subs: 1 } } }\n'
     )
     server = cli.server_limits(str(conf))
     assert server is not None and server.max_age == 3600
