@@ -26,6 +26,7 @@ def _pick() -> ModuleType:
 impl = _pick()
 COMPILED = impl is not pure
 
+AckHandler = impl.AckHandler
 Parser = impl.Parser
 append_msg_record = impl.append_msg_record
 append_pub = impl.append_pub
@@ -38,6 +39,7 @@ encode_puback = impl.encode_puback
 sub_record = impl.sub_record
 
 __all__ = [
+    "AckHandler",
     "COMPILED",
     "Parser",
     "append_msg_record",

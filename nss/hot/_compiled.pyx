@@ -14,7 +14,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 from nss.nats.parser import _bad, control, hmsg_args, msg_args, _reraise, MAX_CONTROL_LINE
 
@@ -513,3 +513,54 @@ def append_pubacks(bytearray buf, list pubacks):
         if not error and part is not None:
             error = part.error
         append_pub(buf, t[0], "", encode_puback(t[1], error))
+
+
+# ------------------------------------------------------------------ acks
+
+cdef class AckHandler:
+    """The raw NATS callback of one subscription's ack inbox: an Ack of the
+    subscription's channel goes to ``on_ack(sub, seq)``, one of another
+    channel is dropped (as in Go), and what the fast decoder does not take
+    goes to ``on_other(sub, payload)`` to be judged the long way."""
+
+    cdef readonly object sub
+    cdef readonly str channel
+    cdef object on_ack, on_other
+
+    def __init__(self, sub, str channel, on_ack, on_other):
+        self.sub = sub
+        self.channel = channel
+        self.on_ack = on_ack
+        self.on_other = on_other
+
+    def __call__(self, subject, reply, bytes payload):
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(payload)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload), i = 0, a = 0, ln = 0
+        cdef uint64_t tag, v, seq = 0
+        cdef Py_ssize_t nc
+        cdef const char* c
+        while i < n:
+            if _get_varint(p, n, &i, &tag) < 0:
+                self.on_other(self.sub, payload)
+                return
+            if tag == 0x0A:
+                if _get_varint(p, n, &i, &v) < 0 or v > <uint64_t>(n - i):
+                    self.on_other(self.sub, payload)
+                    return
+                a = i
+                ln = <Py_ssize_t>v
+                i += ln
+            elif tag == 0x10:
+                if _get_varint(p, n, &i, &seq) < 0:
+                    self.on_other(self.sub, payload)
+                    return
+            else:
+                self.on_other(self.sub, payload)
+                return
+        c = PyUnicode_AsUTF8AndSize(self.channel, &nc)
+        if nc != ln or (ln and memcmp(c, p + a, ln) != 0):
+            # another channel, or a name that is not valid UTF-8: the long way
+            # tells them apart (it logs the second)
+            self.on_other(self.sub, payload)
+            return
+        self.on_ack(self.sub, seq)

@@ -8,6 +8,7 @@ decodes the message the long way and judges it as before)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -18,6 +19,7 @@ from nss.nats.parser import Parser
 from nss.pb import protocol_pb2 as pb
 
 __all__ = [
+    "AckHandler",
     "Parser",
     "append_msg_record",
     "append_pub",
@@ -107,3 +109,30 @@ def append_pubacks(buf: bytearray, pubacks: list[tuple[str, str, Any, str]]) -> 
         if not error and part is not None:
             error = part.error
         append_pub(buf, reply, "", encode_puback(guid, error))
+
+
+class AckHandler:
+    """The raw NATS callback of one subscription's ack inbox (as the
+    compiled one): an Ack of the subscription's channel goes to
+    ``on_ack(sub, seq)``; anything else to ``on_other(sub, payload)``."""
+
+    __slots__ = ("channel", "on_ack", "on_other", "sub")
+
+    def __init__(
+        self,
+        sub: Any,
+        channel: str,
+        on_ack: Callable[[Any, int], None],
+        on_other: Callable[[Any, bytes], None],
+    ) -> None:
+        self.sub = sub
+        self.channel = channel
+        self.on_ack = on_ack
+        self.on_other = on_other
+
+    def __call__(self, _subject: bytes, _reply: bytes, payload: bytes) -> None:
+        ack = decode_ack(payload)
+        if ack is None or ack[0] != self.channel:
+            self.on_other(self.sub, payload)
+        else:
+            self.on_ack(self.sub, ack[1])

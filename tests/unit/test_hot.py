@@ -200,6 +200,37 @@ def test_ack_decoder_agrees_with_protobuf() -> None:
             assert fast == pure.decode_ack(m), m
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_ack_handler_acks_its_channel_only(impl: ModuleType) -> None:
+    """What reaches the I/O path is the same whichever handler runs: the fast
+    decoder's Acks of the subscription's channel, and what the library makes
+    of everything else (the server's slow path, as ``ServerContext._other_ack``)."""
+    r = random.Random(7)
+    got: list[tuple[str, int]] = []
+
+    def slow(sub: str, payload: bytes) -> None:
+        ack = pure.decode_ack(payload)
+        if ack is not None and ack[0] == "foo.é":
+            got.append((sub, ack[1]))
+        elif ack is None:
+            got.append((sub, -1))
+
+    h = impl.AckHandler("s", "foo.é", lambda sub, seq: got.append((sub, seq)), slow)
+    good = [pb.Ack(subject="foo.é", sequence=i).SerializeToString() for i in (0, 1, 2**64 - 1)]
+    other = [pb.Ack(subject=s, sequence=5).SerializeToString() for s in ("foo", "foo.éx", "")]
+    payloads = good + other + mutations(r, good + other)
+    want: list[tuple[str, int]] = []
+    for m in payloads:
+        ack = pure.decode_ack(m)
+        if ack is None:
+            want.append(("s", -1))
+        elif ack[0] == "foo.é":
+            want.append(("s", ack[1]))
+        h(b"ack", b"", m)
+    assert got == want
+    assert got[:3] == [("s", 0), ("s", 1), ("s", 2**64 - 1)]
+
+
 # ------------------------------------------------------------ FILE records
 
 
