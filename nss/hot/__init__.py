@@ -28,6 +28,7 @@ COMPILED = impl is not pure
 
 AckHandler = impl.AckHandler
 Parser = impl.Parser
+PublishFastPath = impl.PublishFastPath
 append_msg_record = impl.append_msg_record
 append_pub = impl.append_pub
 append_pubacks = impl.append_pubacks
@@ -42,6 +43,7 @@ __all__ = [
     "AckHandler",
     "COMPILED",
     "Parser",
+    "PublishFastPath",
     "append_msg_record",
     "append_pub",
     "append_pubacks",

@@ -21,6 +21,7 @@ from nss.pb import protocol_pb2 as pb
 __all__ = [
     "AckHandler",
     "Parser",
+    "PublishFastPath",
     "append_msg_record",
     "append_pub",
     "append_pubacks",
@@ -136,3 +137,37 @@ class AckHandler:
             self.on_other(self.sub, payload)
         else:
             self.on_ack(self.sub, ack[1])
+
+
+class PublishFastPath:
+    """The raw NATS callback of the publish subject (as the compiled one):
+    the usual publish goes to ``publish(fields, reply)``, everything else to
+    ``other(subject, reply, payload)``."""
+
+    __slots__ = ("by_conn", "in_bytes", "in_msgs", "other", "publish", "valid")
+    raw = True
+
+    def __init__(
+        self,
+        by_conn: dict[bytes, Any],
+        valid: set[str],
+        publish: Callable[[tuple[str, str, str, str, bytes, bytes], str], None],
+        other: Callable[[bytes, bytes, bytes], None],
+    ) -> None:
+        self.by_conn = by_conn
+        self.valid = valid
+        self.publish = publish
+        self.other = other
+        self.in_msgs = 0
+        self.in_bytes = 0
+
+    def __call__(self, subject: bytes, reply: bytes, payload: bytes) -> None:
+        pm = decode_pubmsg(payload)
+        if pm is not None:
+            conn_id = pm[5]
+            if pm[1] and conn_id and pm[2] in self.valid and conn_id in self.by_conn:
+                self.in_msgs += 1
+                self.in_bytes += len(payload)
+                self.publish(pm, reply.decode() if reply else "")
+                return
+        self.other(subject, reply, payload)
