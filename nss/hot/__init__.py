@@ -26,7 +26,9 @@ def _pick() -> ModuleType:
 impl = _pick()
 COMPILED = impl is not pure
 
+AckHandler = impl.AckHandler
 Parser = impl.Parser
+PublishFastPath = impl.PublishFastPath
 append_msg_record = impl.append_msg_record
 append_pub = impl.append_pub
 append_pubacks = impl.append_pubacks
@@ -38,8 +40,10 @@ encode_puback = impl.encode_puback
 sub_record = impl.sub_record
 
 __all__ = [
+    "AckHandler",
     "COMPILED",
     "Parser",
+    "PublishFastPath",
     "append_msg_record",
     "append_pub",
     "append_pubacks",

@@ -14,7 +14,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 from nss.nats.parser import _bad, control, hmsg_args, msg_args, _reraise, MAX_CONTROL_LINE
 
@@ -225,6 +225,10 @@ cdef inline object _utf8(const unsigned char* p, Py_ssize_t a, Py_ssize_t n):
 
 def decode_pubmsg(bytes payload):
     """(clientID, guid, subject, reply, data, connID) of a PubMsg, or None."""
+    return _decode_pubmsg(payload)
+
+
+cdef object _decode_pubmsg(bytes payload):
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(payload)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload), i = 0, a
     cdef uint64_t tag, ln
@@ -513,3 +517,93 @@ def append_pubacks(bytearray buf, list pubacks):
         if not error and part is not None:
             error = part.error
         append_pub(buf, t[0], "", encode_puback(t[1], error))
+
+
+# ------------------------------------------------------------------ acks
+
+cdef class AckHandler:
+    """The raw NATS callback of one subscription's ack inbox: an Ack of the
+    subscription's channel goes to ``on_ack(sub, seq)``, one of another
+    channel is dropped (as in Go), and what the fast decoder does not take
+    goes to ``on_other(sub, payload)`` to be judged the long way."""
+
+    cdef readonly object sub
+    cdef readonly str channel
+    cdef object on_ack, on_other
+
+    def __init__(self, sub, str channel, on_ack, on_other):
+        self.sub = sub
+        self.channel = channel
+        self.on_ack = on_ack
+        self.on_other = on_other
+
+    def __call__(self, subject, reply, bytes payload):
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(payload)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload), i = 0, a = 0, ln = 0
+        cdef uint64_t tag, v, seq = 0
+        cdef Py_ssize_t nc
+        cdef const char* c
+        while i < n:
+            if _get_varint(p, n, &i, &tag) < 0:
+                self.on_other(self.sub, payload)
+                return
+            if tag == 0x0A:
+                if _get_varint(p, n, &i, &v) < 0 or v > <uint64_t>(n - i):
+                    self.on_other(self.sub, payload)
+                    return
+                a = i
+                ln = <Py_ssize_t>v
+                i += ln
+            elif tag == 0x10:
+                if _get_varint(p, n, &i, &seq) < 0:
+                    self.on_other(self.sub, payload)
+                    return
+            else:
+                self.on_other(self.sub, payload)
+                return
+        c = PyUnicode_AsUTF8AndSize(self.channel, &nc)
+        if nc != ln or (ln and memcmp(c, p + a, ln) != 0):
+            # another channel, or a name that is not valid UTF-8: the long way
+            # tells them apart (it logs the second)
+            self.on_other(self.sub, payload)
+            return
+        self.on_ack(self.sub, seq)
+
+
+# ------------------------------------------------------------------ publishes
+
+cdef class PublishFastPath:
+    """The raw NATS callback of the publish subject. The usual publish (a
+    client known by its connID, a guid, a channel name already seen valid)
+    is counted and goes to ``publish(fields, reply)``, the I/O path;
+    everything else goes to ``other(subject, reply, payload)``, the Python
+    handler, which decides as it always did (and counts through
+    ``in_msgs``/``in_bytes`` here)."""
+
+    raw = True
+    cdef dict by_conn
+    cdef set valid
+    cdef object publish, other
+    cdef public long long in_msgs
+    cdef public long long in_bytes
+
+    def __init__(self, dict by_conn, set valid, publish, other):
+        self.by_conn = by_conn
+        self.valid = valid
+        self.publish = publish
+        self.other = other
+        self.in_msgs = 0
+        self.in_bytes = 0
+
+    def __call__(self, subject, bytes reply, bytes payload):
+        cdef object pm = _decode_pubmsg(payload)
+        cdef tuple t
+        if pm is not None:
+            t = <tuple>pm
+            conn_id = t[5]
+            if t[1] and conn_id and t[2] in self.valid and conn_id in self.by_conn:
+                self.in_msgs += 1
+                self.in_bytes += PyBytes_GET_SIZE(payload)
+                self.publish(pm, reply.decode() if reply else "")
+                return
+        self.other(subject, reply, payload)

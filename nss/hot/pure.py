@@ -8,6 +8,7 @@ decodes the message the long way and judges it as before)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -18,7 +19,9 @@ from nss.nats.parser import Parser
 from nss.pb import protocol_pb2 as pb
 
 __all__ = [
+    "AckHandler",
     "Parser",
+    "PublishFastPath",
     "append_msg_record",
     "append_pub",
     "append_pubacks",
@@ -107,3 +110,64 @@ def append_pubacks(buf: bytearray, pubacks: list[tuple[str, str, Any, str]]) -> 
         if not error and part is not None:
             error = part.error
         append_pub(buf, reply, "", encode_puback(guid, error))
+
+
+class AckHandler:
+    """The raw NATS callback of one subscription's ack inbox (as the
+    compiled one): an Ack of the subscription's channel goes to
+    ``on_ack(sub, seq)``; anything else to ``on_other(sub, payload)``."""
+
+    __slots__ = ("channel", "on_ack", "on_other", "sub")
+
+    def __init__(
+        self,
+        sub: Any,
+        channel: str,
+        on_ack: Callable[[Any, int], None],
+        on_other: Callable[[Any, bytes], None],
+    ) -> None:
+        self.sub = sub
+        self.channel = channel
+        self.on_ack = on_ack
+        self.on_other = on_other
+
+    def __call__(self, _subject: bytes, _reply: bytes, payload: bytes) -> None:
+        ack = decode_ack(payload)
+        if ack is None or ack[0] != self.channel:
+            self.on_other(self.sub, payload)
+        else:
+            self.on_ack(self.sub, ack[1])
+
+
+class PublishFastPath:
+    """The raw NATS callback of the publish subject (as the compiled one):
+    the usual publish goes to ``publish(fields, reply)``, everything else to
+    ``other(subject, reply, payload)``."""
+
+    __slots__ = ("by_conn", "in_bytes", "in_msgs", "other", "publish", "valid")
+    raw = True
+
+    def __init__(
+        self,
+        by_conn: dict[bytes, Any],
+        valid: set[str],
+        publish: Callable[[tuple[str, str, str, str, bytes, bytes], str], None],
+        other: Callable[[bytes, bytes, bytes], None],
+    ) -> None:
+        self.by_conn = by_conn
+        self.valid = valid
+        self.publish = publish
+        self.other = other
+        self.in_msgs = 0
+        self.in_bytes = 0
+
+    def __call__(self, subject: bytes, reply: bytes, payload: bytes) -> None:
+        pm = decode_pubmsg(payload)
+        if pm is not None:
+            conn_id = pm[5]
+            if pm[1] and conn_id and pm[2] in self.valid and conn_id in self.by_conn:
+                self.in_msgs += 1
+                self.in_bytes += len(payload)
+                self.publish(pm, reply.decode() if reply else "")
+                return
+        self.other(subject, reply, payload)

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any, Protocol
 
-from nss.hot import decode_ack, pure
+from nss.hot import AckHandler, pure
 from nss.options import StreamingOptions
 from nss.pb import spb_pb2 as spb
 from nss.server.batch import PublishBatch
@@ -94,8 +93,16 @@ class ServerContext:
         self.heartbeats: Heartbeats | None = None
         # shutdown has begun: no new timer, no more waiting
         self.closed = False
-        self.in_msgs = 0
-        self.in_bytes = 0
+        # counts the messages published (nss.hot.PublishFastPath)
+        self.publish_stats: Any = None
+
+    @property
+    def in_msgs(self) -> int:
+        return self.publish_stats.in_msgs if self.publish_stats is not None else 0
+
+    @property
+    def in_bytes(self) -> int:
+        return self.publish_stats.in_bytes if self.publish_stats is not None else 0
 
     def respond(self, reply: str, msg: Any) -> None:
         if reply:
@@ -126,18 +133,17 @@ class ServerContext:
     # ------------------------------------------------------------ subscriptions
     def listen_acks(self, sub: Subscription) -> None:
         """Listen on the subscription's ack inbox (the server's own subject)."""
-        sub.ack_sid = self.conn.subscribe_raw(sub.ack_inbox, partial(self._on_ack, sub))
+        handler = AckHandler(sub, sub.channel.name, self.io.ack, self._other_ack)
+        sub.ack_sid = self.conn.subscribe_raw(sub.ack_inbox, handler)
 
-    def _on_ack(self, sub: Subscription, _subject: bytes, _reply: bytes, payload: bytes) -> None:
-        ack = decode_ack(payload)
+    def _other_ack(self, sub: Subscription, payload: bytes) -> None:
+        """What the ack handler's fast decoder did not take: the protobuf
+        library's judgement (an Ack of another channel is dropped)."""
+        ack = pure.decode_ack(payload)
         if ack is None:
-            ack = pure.decode_ack(payload)  # the protobuf library's judgement
-            if ack is None:
-                self.log.error(f"Unable to decode ack on {sub.ack_inbox}")
-                return
-        if ack[0] != sub.channel.name:
-            return
-        self.io.ack(sub, ack[1])
+            self.log.error(f"Unable to decode ack on {sub.ack_inbox}")
+        elif ack[0] == sub.channel.name:
+            self.io.ack(sub, ack[1])
 
     def take_offline(self, sub: Subscription, unsubscribe: bool) -> None:
         """Take a subscription off line and do what that leaves to do: stop

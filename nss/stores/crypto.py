@@ -35,12 +35,11 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-
 from nss.stores.base import StoreError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
     from nss.options import StreamingOptions
     from nss.stores.base import ChannelStore, StoreCipher
 
@@ -252,6 +251,10 @@ class ChannelCipher:
     __slots__ = ("code", "_aes", "_chacha", "_seal", "_prefix", "_nonce")
 
     def __init__(self, code: int, key: bytes, last_seq: int) -> None:
+        # imported here: a server without encryption does not load the
+        # library (7 MB of resident memory)
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
         self.code = code
         self._aes = AESGCM(key)
         self._chacha = ChaCha20Poly1305(key)
@@ -279,6 +282,8 @@ class ChannelCipher:
             return data
         if len(data) <= 1 + NONCE_SIZE:
             raise DecryptError(f"trying to decrypt data that is not (len={len(data)})")
+        from cryptography.exceptions import InvalidTag
+
         try:
             return aead.decrypt(data[1 : 1 + NONCE_SIZE], data[1 + NONCE_SIZE :], None)
         except InvalidTag:

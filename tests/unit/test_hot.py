@@ -200,6 +200,79 @@ def test_ack_decoder_agrees_with_protobuf() -> None:
             assert fast == pure.decode_ack(m), m
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_ack_handler_acks_its_channel_only(impl: ModuleType) -> None:
+    """What reaches the I/O path is the same whichever handler runs: the fast
+    decoder's Acks of the subscription's channel, and what the library makes
+    of everything else (the server's slow path, as ``ServerContext._other_ack``)."""
+    r = random.Random(7)
+    got: list[tuple[str, int]] = []
+
+    def slow(sub: str, payload: bytes) -> None:
+        ack = pure.decode_ack(payload)
+        if ack is not None and ack[0] == "foo.é":
+            got.append((sub, ack[1]))
+        elif ack is None:
+            got.append((sub, -1))
+
+    h = impl.AckHandler("s", "foo.é", lambda sub, seq: got.append((sub, seq)), slow)
+    good = [pb.Ack(subject="foo.é", sequence=i).SerializeToString() for i in (0, 1, 2**64 - 1)]
+    other = [pb.Ack(subject=s, sequence=5).SerializeToString() for s in ("foo", "foo.éx", "")]
+    payloads = good + other + mutations(r, good + other)
+    want: list[tuple[str, int]] = []
+    for m in payloads:
+        ack = pure.decode_ack(m)
+        if ack is None:
+            want.append(("s", -1))
+        elif ack[0] == "foo.é":
+            want.append(("s", ack[1]))
+        h(b"ack", b"", m)
+    assert got == want
+    assert got[:3] == [("s", 0), ("s", 1), ("s", 2**64 - 1)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_publish_fast_path_takes_only_the_usual_publish(impl: ModuleType) -> None:
+    """A known connID, a guid and a channel name seen valid: to the I/O path,
+    counted; anything else to the Python handler, uncounted here."""
+    fast: list[Any] = []
+    other: list[bytes] = []
+    valid = {"foo"}
+    h = impl.PublishFastPath(
+        {b"conn": object()},
+        valid,
+        lambda pm, r: fast.append((pm, r)),
+        lambda s, r, p: other.append(p),
+    )
+
+    def pub(**kw: Any) -> bytes:
+        base: dict[str, Any] = {"clientID": "c", "connID": b"conn", "guid": "g", "subject": "foo"}
+        return pb.PubMsg(**{**base, **kw}).SerializeToString()
+
+    usual = pub(data=b"x" * 10, reply="r")
+    h(b"_STAN.pub.x.foo", b"ack.1", usual)
+    h(b"_STAN.pub.x.foo", b"", usual)
+    assert fast == [
+        (("c", "g", "foo", "r", b"x" * 10, b"conn"), "ack.1"),
+        (("c", "g", "foo", "r", b"x" * 10, b"conn"), ""),
+    ]
+    assert (h.in_msgs, h.in_bytes) == (2, 2 * len(usual))
+    unusual = [
+        pub(connID=b"other"),  # unknown connection
+        pub(connID=b""),  # an old client: by client ID, the long way
+        pub(guid=""),
+        pub(subject="bar"),  # a name not checked yet
+        pub(subject="foo.*"),
+        b"\xff\x01",  # not a PubMsg
+    ]
+    for p in unusual:
+        h(b"_STAN.pub.x.y", b"r", p)
+    assert other == unusual and len(fast) == 2 and h.in_msgs == 2
+    valid.add("bar")  # the handler learnt the name
+    h(b"_STAN.pub.x.bar", b"r", pub(subject="bar"))
+    assert len(fast) == 3
+
+
 # ------------------------------------------------------------ FILE records
 
 

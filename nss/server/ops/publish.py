@@ -4,6 +4,7 @@ on the I/O path, where the publish batch stores, delivers and acks it."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from nss.hot import decode_pubmsg, encode_puback, pure
 from nss.pb import protocol_pb2 as pb
@@ -23,6 +24,11 @@ _VALID_NAMES_MAX = 65536
 PubFields = tuple[str, str, str, str, bytes, bytes]
 
 
+class _Stats:
+    in_msgs = 0
+    in_bytes = 0
+
+
 class PublishHandler:
     """The callback of the publish subject(s). Errors are answered at once
     (an error PubAck); valid publishes go to the I/O path in arrival order."""
@@ -34,7 +40,9 @@ class PublishHandler:
         self.ctx = ctx
         # partitioning: publishes of clients whose connect is still queued
         self._waiting: dict[bytes | str, list[tuple[PubFields, str]]] = {}
-        self._valid: set[str] = set()
+        self.valid: set[str] = set()
+        # where publishes are counted (the fast path, which counts its own)
+        self.stats: Any = _Stats()
 
     def __call__(self, subject: bytes, reply: bytes, payload: bytes) -> None:
         """A raw NATS callback (subject and reply as read): called for every
@@ -50,34 +58,36 @@ class PublishHandler:
         client_id, guid, channel, _r, _d, conn_id = pm
         clients = ctx.clients
         client = clients.by_conn.get(conn_id) if conn_id else clients.by_id.get(client_id)
-        valid = channel in self._valid or self._check_name(channel)
+        valid = channel in self.valid or self._check_name(channel)
         rep = reply.decode() if reply else ""
         if guid and valid:
             if client is not None:
-                ctx.in_msgs += 1
-                ctx.in_bytes += len(payload)
+                self._count(len(payload))
                 ctx.io.publish(pm, rep)
                 return
             if ctx.partition is not None:
-                ctx.in_msgs += 1
-                ctx.in_bytes += len(payload)
+                self._count(len(payload))
                 self._when_known(pm, rep)
                 return
         if not go_decodes(payload, _PUBMSG_DESC):
             # the Go decoder rejects what upb let through (wrong wire type)
             self._undecodable(subject.decode(errors="replace"), rep, payload, guid)
             return
-        ctx.in_msgs += 1
-        ctx.in_bytes += len(payload)
+        self._count(len(payload))
         if rep:
             ctx.conn.publish(rep, encode_puback(guid, ERR_INVALID_PUB_REQ))
+
+    def _count(self, size: int) -> None:
+        stats = self.stats
+        stats.in_msgs += 1
+        stats.in_bytes += size
 
     def _check_name(self, name: str) -> bool:
         if not valid_channel(name):
             return False
-        if len(self._valid) >= _VALID_NAMES_MAX:
-            self._valid.clear()
-        self._valid.add(name)
+        if len(self.valid) >= _VALID_NAMES_MAX:
+            self.valid.clear()
+        self.valid.add(name)
         return True
 
     def _when_known(self, pm: PubFields, reply: str) -> None:
