@@ -6,8 +6,8 @@ A slice is described by a handful of counters; positions and timestamps
 stay in its ``.idx`` file and are read on demand, so memory does not grow
 with the number of messages. Writes go to buffers that ``write_out``
 writes with ``pwrite`` at known offsets on the event loop thread (page cache,
-microseconds); the ``fsync`` runs on a worker thread over duplicated
-descriptors (group commit, see ``diskio.SyncState``).
+microseconds); the ``fsync`` of a commit runs there too, the periodic
+auto-sync's on a worker thread (group commit, see ``diskio.SyncState``).
 """
 
 from __future__ import annotations
@@ -283,10 +283,14 @@ class SliceFiles:
         return True
 
     async def fsync(self, force: bool) -> None:
-        """Make what is written durable (with ``do_sync``, or ``force`` for
-        the periodic auto-sync), off the event loop."""
-        if (force or self.do_sync) and (self.sync.dirty() or self._sync_later):
+        """Make what is written durable: with ``do_sync`` on the loop (a
+        commit), with ``force`` (the periodic auto-sync) on a worker thread."""
+        if not (self.sync.dirty() or self._sync_later):
+            return
+        if force:
             await self.sync.sync(self._sync_fds, self._shared.executor())
+        elif self.do_sync:
+            await self.sync.sync(self._sync_fds)
 
     def _dup_fds(self, sl: Slice) -> list[int]:
         if sl.dat_fd >= 0:

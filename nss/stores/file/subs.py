@@ -165,7 +165,7 @@ class FileSubStore(SubStore):
             self._write_out()
             if self._opts.do_sync and self._structural and self._sync.dirty():
                 self._structural = False
-                await self._sync.sync(self._sync_fds, self._shared.executor())
+                await self._sync.sync(self._sync_fds)
         except OSError as e:
             raise StoreError(str(e)) from e
 
