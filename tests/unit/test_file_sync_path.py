@@ -124,7 +124,9 @@ async def test_power_cut_losing_index_pages_is_recovered_from_the_data(tmp_path:
         ms = rs.channels["foo"].channel.msgs
         assert ms.state()[0] == 100, what
         assert [pb.MsgProto.FromString(ms.lookup(s)).data for s in (60, 61, 100)] == [
-            b"m60", b"m61", b"m100"
+            b"m60",
+            b"m61",
+            b"m100",
         ], what
         await fs.close()
         assert idx.read_bytes() == whole, what
