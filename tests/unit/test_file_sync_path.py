@@ -54,19 +54,49 @@ def _fresh(root: Path, **opts: object) -> FileStore:
 
 
 async def test_sync_commit_fsyncs_dat_and_idx_on_the_loop(
-    tmp_path: Path, fsyncs: list[tuple[str, bool]]
+    tmp_path: Path, fsyncs: list[tuple[str, bool]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A synchronous publish waits for one commit: no worker thread is
-    woken for it (the hand-off cost ~190 us a message), and the index is
-    made durable with the data (the Go server trusts a lagging index)."""
+    woken for it (the hand-off cost ~190 us a message), no descriptor is
+    duplicated for it, and the index is made durable with the data (the Go
+    server trusts a lagging index)."""
     fs = _fresh(tmp_path / "s")
     cs = fs.create_channel("foo")
+    dups: list[int] = []
+    real_dup = os.dup
+
+    def dup(fd: int) -> int:
+        dups.append(fd)
+        return real_dup(fd)
+
+    monkeypatch.setattr(os, "dup", dup)
     fsyncs.clear()
     for seq in (1, 2, 3):
         cs.msgs.store(seq, seq * 1_000_000_000, _msg(seq))
         await cs.msgs.flush()
         assert sorted(fsyncs) == [("msgs.1.dat", True), ("msgs.1.idx", True)]
         fsyncs.clear()
+    assert dups == []
+    await fs.close()
+
+
+async def test_sync_commit_after_a_slice_roll_fsyncs_both_slices(
+    tmp_path: Path, fsyncs: list[tuple[str, bool]]
+) -> None:
+    """A batch that filled a slice and started the next one makes both
+    durable before it is acknowledged."""
+    fs = _fresh(tmp_path / "s", slice_max_msgs=2)
+    cs = fs.create_channel("foo")
+    fsyncs.clear()
+    for seq in (1, 2, 3):
+        cs.msgs.store(seq, seq * 1_000_000_000, _msg(seq))
+    await cs.msgs.flush()
+    assert sorted(fsyncs) == [
+        ("msgs.1.dat", True),
+        ("msgs.1.idx", True),
+        ("msgs.2.dat", True),
+        ("msgs.2.idx", True),
+    ]
     await fs.close()
 
 

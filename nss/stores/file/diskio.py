@@ -228,12 +228,17 @@ class SyncState:
         return self.synced < self.written
 
     async def sync(
-        self, get_fds: Callable[[], list[int]], executor: ThreadPoolExecutor | None = None
+        self,
+        get_fds: Callable[[], list[int]],
+        executor: ThreadPoolExecutor | None = None,
+        fsync_here: Callable[[], None] | None = None,
     ) -> None:
         """Make every write-out so far durable.
 
         Without ``executor`` (the commit path: a flush before PubAcks) the
-        fsyncs run right here on the loop, one after the other. A thread
+        fsyncs run right here on the loop, one after the other, by
+        ``fsync_here`` when given (on the open descriptors: no ``dup`` and
+        ``close`` per commit), else over ``get_fds``' duplicates. A thread
         hand-off costs more than it saves there: a lone synchronous
         publisher waits for the disk anyway, and the futex and GIL ping-pong
         of handing one fsync to a worker and waking the loop again cost
@@ -256,7 +261,13 @@ class SyncState:
                 await asyncio.shield(fut)
                 continue
             if executor is None:
-                self.sync_now(get_fds)
+                gen = self.written
+                if fsync_here is None:
+                    fsync_close(get_fds())
+                else:
+                    fsync_here()
+                if gen > self.synced:
+                    self.synced = gen
                 continue
             gen = self.written
             fds = get_fds()

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from nss.log import get_logger
 from nss.stores.base import StoreError
-from nss.stores.file.diskio import SyncState, close_quietly
+from nss.stores.file.diskio import SyncState, close_quietly, fsync_close
 from nss.stores.file.records import (
     IDX_REC,
     IDX_REC_SIZE,
@@ -290,7 +290,7 @@ class SliceFiles:
         if force:
             await self.sync.sync(self._sync_fds, self._shared.executor())
         elif self.do_sync:
-            await self.sync.sync(self._sync_fds)
+            await self.sync.sync(self._sync_fds, fsync_here=self._fsync_here)
 
     def _dup_fds(self, sl: Slice) -> list[int]:
         if sl.dat_fd >= 0:
@@ -309,6 +309,18 @@ class SliceFiles:
                     close_quietly(fd)
                 raise
         return fds
+
+    def _fsync_here(self) -> None:
+        """The commit's fsyncs, on the loop: the rolled-over slices' (their
+        duplicates), then the write slice's own descriptors."""
+        later = self._sync_later
+        self._sync_later = []
+        fsync_close(later)
+        w = self.write
+        if w is not None:
+            self._open(w)
+            os.fsync(w.dat_fd)
+            os.fsync(w.idx_fd)
 
     def _open(self, sl: Slice) -> None:
         if sl.dat_fd >= 0:

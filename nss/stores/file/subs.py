@@ -186,7 +186,7 @@ class FileSubStore(SubStore):
             self._write_out()
             if self._opts.do_sync and self._structural and self._sync.dirty():
                 self._structural = False
-                await self._sync.sync(self._sync_fds)
+                await self._sync.sync(self._sync_fds, fsync_here=self._fsync_here)
         except OSError as e:
             raise StoreError(str(e)) from e
 
@@ -268,6 +268,10 @@ class FileSubStore(SubStore):
         self._off += len(self._buf)
         self._buf = bytearray()
         self._sync.written += 1
+
+    def _fsync_here(self) -> None:
+        self._open()
+        os.fsync(self._fd)
 
     def _sync_fds(self) -> list[int]:
         self._open()
