@@ -191,8 +191,8 @@ UVLOOP_ENV = "NSS_UVLOOP"
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when it is installed (``pip install 'nss[fast]'``)
-    and not turned off with ``NSS_UVLOOP=0``; None: asyncio's own.
+    """uvloop's event loop when it is installed (a dependency, except on
+    Windows) and not turned off with ``NSS_UVLOOP=0``; None: asyncio's own.
 
     Measured with stan-bench: it shortens the fixed cost of each commit
     (the wake-ups and socket calls around it), which a synchronous
