@@ -2,7 +2,9 @@
 thread, and what a power cut that loses un-fsynced index pages leaves.
 
 A spy wraps the real ``os.fsync`` to record the file and thread of every
-call (the fsyncs still happen)."""
+call (the fsyncs still happen): "loop" is the test's (the event loop's)
+thread, "nss-fsync-pair" the one that fsyncs a slice's ``.idx`` while the
+loop fsyncs its ``.dat``, "nss-fsync_N" the auto-sync's executor."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from nss.options import FileOptions, StoreLimits
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.stores.file import FileStore
+from nss.stores.file.diskio import PairedFsync
 
 SYNC = FileOptions(do_sync=True)
 
@@ -31,19 +34,27 @@ def _msg(seq: int) -> bytes:
     ).SerializeToString()
 
 
+Calls = list[tuple[str, str]]
+
+
 @pytest.fixture
-def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
-    """(file name, ran on the main thread) of every fsync from now on."""
-    calls: list[tuple[str, bool]] = []
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    """(file name, thread) of every fsync from now on."""
+    calls: Calls = []
     real = os.fsync
 
     def spy(fd: int) -> None:
         name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
-        calls.append((name, threading.current_thread() is threading.main_thread()))
+        t = threading.current_thread()
+        calls.append((name, "loop" if t is threading.main_thread() else t.name))
         real(fd)
 
     monkeypatch.setattr(os, "fsync", spy)
     return calls
+
+
+def _executor_threads() -> set[int | None]:
+    return {t.ident for t in threading.enumerate() if t.name.startswith("nss-fsync_")}
 
 
 def _fresh(root: Path, **opts: object) -> FileStore:
@@ -54,12 +65,13 @@ def _fresh(root: Path, **opts: object) -> FileStore:
 
 
 async def test_sync_commit_fsyncs_dat_and_idx_on_the_loop(
-    tmp_path: Path, fsyncs: list[tuple[str, bool]], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fsyncs: Calls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A synchronous publish waits for one commit: no worker thread is
-    woken for it (the hand-off cost ~190 us a message), no descriptor is
-    duplicated for it, and the index is made durable with the data (the Go
-    server trusts a lagging index)."""
+    """A synchronous publish waits for one commit: the index is made
+    durable with the data (the Go server trusts a lagging index), both at
+    once (back to back, the second fsync costs a second journal commit),
+    without an executor future and loop wake-up (~190 us a message) and
+    without duplicating a descriptor."""
     fs = _fresh(tmp_path / "s")
     cs = fs.create_channel("foo")
     dups: list[int] = []
@@ -70,18 +82,20 @@ async def test_sync_commit_fsyncs_dat_and_idx_on_the_loop(
         return real_dup(fd)
 
     monkeypatch.setattr(os, "dup", dup)
+    workers_before = _executor_threads()
     fsyncs.clear()
     for seq in (1, 2, 3):
         cs.msgs.store(seq, seq * 1_000_000_000, _msg(seq))
         await cs.msgs.flush()
-        assert sorted(fsyncs) == [("msgs.1.dat", True), ("msgs.1.idx", True)]
+        assert sorted(fsyncs) == [("msgs.1.dat", "loop"), ("msgs.1.idx", "nss-fsync-pair")]
         fsyncs.clear()
     assert dups == []
+    assert _executor_threads() <= workers_before
     await fs.close()
 
 
 async def test_sync_commit_after_a_slice_roll_fsyncs_both_slices(
-    tmp_path: Path, fsyncs: list[tuple[str, bool]]
+    tmp_path: Path, fsyncs: Calls
 ) -> None:
     """A batch that filled a slice and started the next one makes both
     durable before it is acknowledged."""
@@ -92,16 +106,16 @@ async def test_sync_commit_after_a_slice_roll_fsyncs_both_slices(
         cs.msgs.store(seq, seq * 1_000_000_000, _msg(seq))
     await cs.msgs.flush()
     assert sorted(fsyncs) == [
-        ("msgs.1.dat", True),
-        ("msgs.1.idx", True),
-        ("msgs.2.dat", True),
-        ("msgs.2.idx", True),
+        ("msgs.1.dat", "loop"),
+        ("msgs.1.idx", "loop"),
+        ("msgs.2.dat", "loop"),
+        ("msgs.2.idx", "nss-fsync-pair"),
     ]
     await fs.close()
 
 
 async def test_subscription_record_fsync_runs_on_the_loop(
-    tmp_path: Path, fsyncs: list[tuple[str, bool]]
+    tmp_path: Path, fsyncs: Calls
 ) -> None:
     fs = _fresh(tmp_path / "s")
     cs = fs.create_channel("foo")
@@ -109,12 +123,12 @@ async def test_subscription_record_fsync_runs_on_the_loop(
     sub = spb.SubState(clientID="c1", inbox="in", ackInbox="ack", durableName="dur")
     cs.subs.create_sub(sub)
     await cs.subs.flush()
-    assert fsyncs == [("subs.dat", True)]
+    assert fsyncs == [("subs.dat", "loop")]
     await fs.close()
 
 
 async def test_auto_sync_fsyncs_on_a_worker_thread(
-    tmp_path: Path, fsyncs: list[tuple[str, bool]]
+    tmp_path: Path, fsyncs: Calls
 ) -> None:
     """The periodic auto-sync of a store without ``file_sync`` must not
     stall the loop for every active channel's disk round trips."""
@@ -124,8 +138,27 @@ async def test_auto_sync_fsyncs_on_a_worker_thread(
     await cs.msgs.flush()
     fsyncs.clear()
     await cs.msgs.auto_sync()
-    assert sorted(fsyncs) == [("msgs.1.dat", False), ("msgs.1.idx", False)]
+    assert sorted(f for f, _ in fsyncs) == ["msgs.1.dat", "msgs.1.idx"]
+    assert all(t.startswith("nss-fsync_") for _, t in fsyncs)
     await fs.close()
+
+
+def test_paired_fsync_reports_either_error_and_keeps_working(tmp_path: Path) -> None:
+    """A failing fsync on either side is raised to the caller, never leaves
+    it waiting, and the next pair works."""
+    good = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    r, w = os.pipe()  # fsync of a pipe: EINVAL
+    pf = PairedFsync()
+    try:
+        for here, there in ((good, r), (r, good), (r, w)):
+            with pytest.raises(OSError):
+                pf.fsync_pair(here, there)
+        pf.fsync_pair(good, good)
+    finally:
+        pf.close()
+        for fd in (good, r, w):
+            os.close(fd)
+    assert not [t for t in threading.enumerate() if t.name == "nss-fsync-pair"]
 
 
 async def test_power_cut_losing_index_pages_is_recovered_from_the_data(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ A slice is described by a handful of counters; positions and timestamps
 stay in its ``.idx`` file and are read on demand, so memory does not grow
 with the number of messages. Writes go to buffers that ``write_out``
 writes with ``pwrite`` at known offsets on the event loop thread (page cache,
-microseconds); the ``fsync`` of a commit runs there too, the periodic
-auto-sync's on a worker thread (group commit, see ``diskio.SyncState``).
+microseconds); the ``fsync`` of a commit is waited for there too (the
+``.idx`` one concurrently, ``diskio.PairedFsync``), the periodic auto-sync's
+runs on a worker thread (group commit, see ``diskio.SyncState``).
 """
 
 from __future__ import annotations
@@ -311,16 +312,15 @@ class SliceFiles:
         return fds
 
     def _fsync_here(self) -> None:
-        """The commit's fsyncs, on the loop: the rolled-over slices' (their
-        duplicates), then the write slice's own descriptors."""
+        """The commit's fsyncs, from the loop: the rolled-over slices' (their
+        duplicates), then the write slice's own two files together."""
         later = self._sync_later
         self._sync_later = []
         fsync_close(later)
         w = self.write
         if w is not None:
             self._open(w)
-            os.fsync(w.dat_fd)
-            os.fsync(w.idx_fd)
+            self._shared.paired_fsync.fsync_pair(w.dat_fd, w.idx_fd)
 
     def _open(self, sl: Slice) -> None:
         if sl.dat_fd >= 0:
