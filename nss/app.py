@@ -8,9 +8,10 @@ server dies (lost embedded NATS server).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from nss import log, redact
 from nss.cli import UsageError, process_command_line
@@ -23,6 +24,7 @@ async def run(opts: Options) -> int:
 
     logger = log.get_logger()
     loop = asyncio.get_running_loop()
+    logger.debug(f"Event loop: {loop_name(loop)}")
     stop: asyncio.Future[str] = loop.create_future()
 
     def request_stop(name: str) -> None:
@@ -185,6 +187,30 @@ def preflight(opts: Options, explicit: set[str]) -> bool:
     return True
 
 
+UVLOOP_ENV = "NSS_UVLOOP"
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (a dependency, except on
+    Windows) and not turned off with ``NSS_UVLOOP=0``; None: asyncio's own.
+
+    Measured with stan-bench: it shortens the fixed cost of each commit
+    (the wake-ups and socket calls around it), which a synchronous
+    publisher pays per message, and changes little for async publishers,
+    whose cost is the Python work per message."""
+    if os.environ.get(UVLOOP_ENV, "").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     res = process_command_line(sys.argv[1:] if argv is None else list(argv))
     if isinstance(res, int):
@@ -203,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     redact.register_options(opts)
     log.setup(opts)
     try:
-        return asyncio.run(run(opts))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(run(opts))
     except KeyboardInterrupt:
         return 0
     finally:

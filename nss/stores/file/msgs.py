@@ -256,11 +256,17 @@ class FileMsgStore(MsgStore):
             return
         fl = self._msglog.flushed_seq
         freed = 0
-        while self._cache_bytes - freed > limit and cache:
-            k = next(iter(cache))
+        target = self._cache_bytes - limit
+        pop = cache.popitem
+        # runs for every message under load: pop first, put back the rare
+        # unwritten one rather than peek at each
+        while freed < target and cache:
+            k, v = pop(last=False)
             if k > fl:
+                cache[k] = v
+                cache.move_to_end(k, last=False)
                 break
-            freed += len(cache.popitem(last=False)[1])
+            freed += len(v)
         self._cache_bytes -= freed
         self._shared.cache_total -= freed
 

@@ -18,7 +18,7 @@ from typing import Protocol
 from nss.log import get_logger
 from nss.options import FileOptions
 from nss.stores.base import StoreError
-from nss.stores.file.diskio import FdPool
+from nss.stores.file.diskio import FdPool, PairedFsync
 from nss.stores.file.records import PARTIAL, ZERO, BadRecord, first_data_after, make_crc
 
 _log = get_logger()
@@ -76,6 +76,7 @@ class Shared:
         self.cache_budget = max(CACHE_BUDGET, 4 * max(2 * opts.read_buffer_size, MIN_CACHE))
         self._cached: OrderedDict[CachedMsgs, None] = OrderedDict()  # LRU of caches
         self._executor: ThreadPoolExecutor | None = None
+        self.paired_fsync = PairedFsync()  # a commit's .dat and .idx
         self._archivers: list[threading.Thread] = []
         self._archivers_lock = threading.Lock()
 
@@ -216,6 +217,7 @@ class Shared:
     def close(self) -> None:
         """Wait for archive scripts and the fsync threads (closing)."""
         self.wait_archive_scripts()
+        self.paired_fsync.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None

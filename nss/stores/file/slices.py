@@ -6,8 +6,9 @@ A slice is described by a handful of counters; positions and timestamps
 stay in its ``.idx`` file and are read on demand, so memory does not grow
 with the number of messages. Writes go to buffers that ``write_out``
 writes with ``pwrite`` at known offsets on the event loop thread (page cache,
-microseconds); the ``fsync`` runs on a worker thread over duplicated
-descriptors (group commit, see ``diskio.SyncState``).
+microseconds); the ``fsync`` of a commit is waited for there too (the
+``.idx`` one concurrently, ``diskio.PairedFsync``), the periodic auto-sync's
+runs on a worker thread (group commit, see ``diskio.SyncState``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Protocol
 
 from nss.log import get_logger
 from nss.stores.base import StoreError
-from nss.stores.file.diskio import SyncState, close_quietly
+from nss.stores.file.diskio import SyncState, close_quietly, fsync_close
 from nss.stores.file.records import (
     IDX_REC,
     IDX_REC_SIZE,
@@ -284,10 +285,14 @@ class SliceFiles:
         return True
 
     async def fsync(self, force: bool) -> None:
-        """Make what is written durable (with ``do_sync``, or ``force`` for
-        the periodic auto-sync), off the event loop."""
-        if (force or self.do_sync) and (self.sync.dirty() or self._sync_later):
+        """Make what is written durable: with ``do_sync`` on the loop (a
+        commit), with ``force`` (the periodic auto-sync) on a worker thread."""
+        if not (self.sync.dirty() or self._sync_later):
+            return
+        if force:
             await self.sync.sync(self._sync_fds, self._shared.executor())
+        elif self.do_sync:
+            await self.sync.sync(self._sync_fds, fsync_here=self._fsync_here)
 
     def _dup_fds(self, sl: Slice) -> list[int]:
         if sl.dat_fd >= 0:
@@ -306,6 +311,17 @@ class SliceFiles:
                     close_quietly(fd)
                 raise
         return fds
+
+    def _fsync_here(self) -> None:
+        """The commit's fsyncs, from the loop: the rolled-over slices' (their
+        duplicates), then the write slice's own two files together."""
+        later = self._sync_later
+        self._sync_later = []
+        fsync_close(later)
+        w = self.write
+        if w is not None:
+            self._open(w)
+            self._shared.paired_fsync.fsync_pair(w.dat_fd, w.idx_fd)
 
     def _open(self, sl: Slice) -> None:
         if sl.dat_fd >= 0:

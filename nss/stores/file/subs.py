@@ -40,6 +40,7 @@ from nss.stores.file.shared import Shared
 _log = get_logger()
 
 SUBS_FILE = "subs.dat"
+_OPS_MAX = 8192  # noted pending/ack operations (2 entries each) encoded at once
 
 
 class FileSubStore(SubStore):
@@ -73,6 +74,9 @@ class FileSubStore(SubStore):
         self._closed = False
         # a subscription record (not just pending/ack) awaits its fsync
         self._structural = False
+        # noted pending/ack operations: sub ID, then seq or ~seq (an ack)
+        self._ops: list[int] = []
+        self._check_compact = False  # an ack since the last check
 
     # -- holder protocol ---------------------------------------------------
 
@@ -130,26 +134,35 @@ class FileSubStore(SubStore):
         self._del_recs += 1
         if self._subs.pop(sub_id, None) is not None:
             self._del_recs += len(self._pending.pop(sub_id, ()))
-            if self._should_compact():
+            if self._should_compact():  # deletes are rare: at once, as Go does
                 self._compact()
 
+    # Pending and ack records are the per-message part of subs.dat: each
+    # call only notes (sub ID, then seq for a pending or ~seq for an ack)
+    # and the records are encoded together when the batch is flushed
+    # (``_encode_ops``); fragmentation is checked then too, once per batch.
+
     def add_seq_pending(self, sub_id: int, seq: int) -> None:
-        self._append(sub_record(SUB_REC_MSG, sub_id, seq, self._crc_poly))
-        self._num_recs += 1
+        ops = self._ops
+        ops.append(sub_id)
+        ops.append(seq)
         st = self._subs.get(sub_id)
         if st is not None:
             if seq > st.lastSent:
                 st.lastSent = seq
             self._pending[sub_id].add(seq)
+        if len(ops) >= _OPS_MAX:
+            self._encode_ops()
 
     def ack_seq_pending(self, sub_id: int, seq: int) -> None:
-        self._append(sub_record(SUB_REC_ACK, sub_id, seq, self._crc_poly))
-        self._del_recs += 1
+        ops = self._ops
+        ops.append(sub_id)
+        ops.append(~seq)
         p = self._pending.get(sub_id)
         if p is not None:
             p.discard(seq)
-            if self._should_compact():
-                self._compact()
+        if len(ops) >= _OPS_MAX:
+            self._encode_ops()
 
     async def flush(self) -> None:
         """Write everything; fsync only when a subscription record changed.
@@ -164,10 +177,13 @@ class FileSubStore(SubStore):
         if self._closed:
             return
         try:
+            self._encode_ops()
+            if self._check_compact and self._should_compact():
+                self._compact()
             self._write_out()
             if self._opts.do_sync and self._structural and self._sync.dirty():
                 self._structural = False
-                await self._sync.sync(self._sync_fds, self._shared.executor())
+                await self._sync.sync(self._sync_fds, fsync_here=self._fsync_here)
         except OSError as e:
             raise StoreError(str(e)) from e
 
@@ -184,10 +200,37 @@ class FileSubStore(SubStore):
 
     # -- internals ---------------------------------------------------------
 
-    def _record(self, rtype: int, payload: bytes) -> None:
-        self._append(REC_HDR.pack((rtype << 24) | len(payload), self._crc(payload)) + payload)
+    def _encode_ops(self) -> None:
+        """Append the records of the noted pending/ack operations to the
+        buffer, in order, in one loop."""
+        ops = self._ops
+        if not ops:
+            return
+        self._ops = []
+        n_acks = 0
+        poly = self._crc_poly
+        buf = self._buf
+        start = len(buf)
+        for sid, seq in zip(ops[0::2], ops[1::2], strict=True):
+            if seq >= 0:
+                buf += sub_record(SUB_REC_MSG, sid, seq, poly)
+            else:
+                buf += sub_record(SUB_REC_ACK, sid, ~seq, poly)
+                n_acks += 1
+        self._file_size += len(buf) - start
+        self._num_recs += len(ops) // 2 - n_acks
+        self._del_recs += n_acks
+        if n_acks:
+            self._check_compact = True
+        if self._bufsize == 0 or len(buf) >= self._bufsize:
+            try:
+                self._write_out()
+            except OSError as e:
+                raise StoreError(str(e)) from e
 
-    def _append(self, rec: bytes) -> None:
+    def _record(self, rtype: int, payload: bytes) -> None:
+        self._encode_ops()  # the records stay in the order of the calls
+        rec = REC_HDR.pack((rtype << 24) | len(payload), self._crc(payload)) + payload
         self._file_size += len(rec)
         self._buf += rec
         if self._bufsize == 0 or len(self._buf) >= self._bufsize:
@@ -197,6 +240,7 @@ class FileSubStore(SubStore):
                 raise StoreError(str(e)) from e
 
     def _write_out(self) -> None:
+        self._encode_ops()
         if not self._buf:
             return
         self._open()
@@ -205,6 +249,10 @@ class FileSubStore(SubStore):
         self._buf = bytearray()
         self._sync.written += 1
 
+    def _fsync_here(self) -> None:
+        self._open()
+        os.fsync(self._fd)
+
     def _sync_fds(self) -> list[int]:
         self._open()
         return [os.dup(self._fd)]
@@ -212,11 +260,15 @@ class FileSubStore(SubStore):
     async def auto_sync(self) -> None:
         if self._closed:
             return
+        self._encode_ops()
+        if self._check_compact and self._should_compact():
+            self._compact()
         self._write_out()
         if self._sync.dirty():
             await self._sync.sync(self._sync_fds, self._shared.executor())
 
     def _should_compact(self) -> bool:
+        self._check_compact = False  # until the next ack
         o = self._opts
         if not o.compact_enabled:
             return False
@@ -244,6 +296,7 @@ class FileSubStore(SubStore):
                 nrecs += 1
         if not rewrite_file(self._shared.root, "subs", self.path, out):
             return
+        self._ops = []
         self._buf = bytearray()
         if self._fd >= 0:
             close_quietly(self._fd)
@@ -337,5 +390,6 @@ class FileSubStore(SubStore):
 
     def discard(self) -> None:
         self._closed = True
+        self._ops = []
         self._buf = bytearray()
         self.close_fds()
