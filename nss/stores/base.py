@@ -290,6 +290,11 @@ class Store(ABC):
         store cannot be shared (MEMORY, or SQL opened without FT)."""
         return None
 
+    def check_writable(self) -> None:
+        """StoreError when the store refuses every write for now (SQL:
+        database unreachable, a commit stalled, fenced off): publishes are
+        then answered at once instead of queueing behind a stalled one."""
+
     @abstractmethod
     def init(self, info: spb.ServerInfo) -> None: ...
 

@@ -13,6 +13,7 @@ from nss.pb.wire import go_decodes
 from nss.server.batch import encode_puback
 from nss.server.context import ServerContext
 from nss.server.ops.errors import ERR_INVALID_PUB_REQ
+from nss.stores.base import StoreError
 from nss.subjects import valid_channel
 
 _PUBMSG_DESC = pb.PubMsg.DESCRIPTOR
@@ -57,6 +58,14 @@ class PublishHandler:
             return
         ctx.in_msgs += 1
         ctx.in_bytes += len(payload)
+        try:
+            # refused now rather than queued behind a commit the database
+            # holds (the I/O path runs one batch at a time)
+            ctx.store.check_writable()
+        except StoreError as e:
+            if reply:
+                ctx.conn.publish(reply, encode_puback(pm.guid, str(e)))
+            return
         ctx.io.publish(pm, reply)
 
     def _when_known(self, pm: pb.PubMsg, reply: str) -> None:

@@ -53,6 +53,7 @@ message); durability is the same in both modes since the server awaits
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -64,7 +65,13 @@ from nss.log import get_logger
 from nss.options import ChannelLimits, SQLOptions, StoreLimits
 from nss.pb import spb_pb2 as spb
 from nss.stores.base import ChannelStore, RecoveredState, Store, StoreError
-from nss.stores.sql.db import err_text, is_disconnect, make_engines
+from nss.stores.sql.db import (
+    backend_pid,
+    err_text,
+    is_disconnect,
+    make_engines,
+    server_address,
+)
 from nss.stores.sql.dsn import SQLTarget, parse_source
 from nss.stores.sql.journal import Batch, Journal, JournaledMsgs, JournaledSubs, Op, run_batch
 from nss.stores.sql.lock import ERR_LOCK_LOST, LockLost, SQLLock
@@ -79,9 +86,13 @@ _log = get_logger()
 
 T = TypeVar("T")
 
-# reconnect backoff
+# reconnect backoff; the maximum bounds how long a promoted standby (or a
+# database back from a restart) waits before it is used
 BACKOFF_MIN = 0.05
-BACKOFF_MAX = 2.0
+BACKOFF_MAX = 0.25
+# a commit not confirmed within this time makes the store refuse writes
+# until it is (see ``_watch``)
+COMMIT_STALL = 2.0
 # journaled changes that no flush commits (acks that do not unblock a
 # delivery, expiry, timers) are committed after this delay (Go: 1 s)
 IDLE_FLUSH_DELAY = 0.2
@@ -112,6 +123,12 @@ class SQLStore(Store):
         self._healthy = True
         self._last_error = ""
         self._reconnect_task: asyncio.Task[None] | None = None
+        self._lost_at = 0.0
+        self._stalled = False  # a commit is taking longer than COMMIT_STALL
+        self._writer_pid = 0  # PostgreSQL backend of the writer's connection
+        # host:port that took the last commit, and the last one logged
+        self._server = ""
+        self._reached_logged = ""
         self._purge_task: asyncio.Task[None] | None = None
         self._to_purge: list[int] = []
         self._closed = False
@@ -157,9 +174,9 @@ class SQLStore(Store):
 
     def check_writable(self) -> None:
         """Fail fast (before anything is changed) while the database is
-        unreachable or this server was fenced off."""
+        unreachable, a commit stalled or this server was fenced off."""
         if self._lock.fenced:
-            raise StoreError(ERR_LOCK_LOST)
+            raise StoreError(self._lock.lost_reason or ERR_LOCK_LOST)
         if not self._healthy:
             raise StoreError(f"sql: database unavailable: {self._last_error}")
 
@@ -209,10 +226,11 @@ class SQLStore(Store):
             self._inflight = True
             loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self._writer, self._exec_batch, batch, retry)
-            except LockLost:
-                self._lock.lost()
-                raise StoreError(ERR_LOCK_LOST) from None
+                run = loop.run_in_executor(self._writer, self._exec_batch, batch, retry)
+                await self._watch(run)
+            except LockLost as e:
+                self._lock.lost(e.reason)
+                raise StoreError(e.reason) from None
             except Exception as e:
                 err = f"sql: unable to store: {err_text(e)}"
                 self._journal.failed(batch, err)
@@ -220,7 +238,73 @@ class SQLStore(Store):
                 raise StoreError(err) from e
             finally:
                 self._inflight = False
+            if self._stalled:
+                self._stalled = False
+                if self._reconnect_task is None:
+                    self._healthy = True
+                    _log.info(
+                        "SQL store: the stalled commit was confirmed, writes resumed "
+                        f"{time.monotonic() - self._lost_at:.2f} s after it started"
+                    )
             self._after_commit(batch)
+
+    async def _watch(self, fut: asyncio.Future[None]) -> None:
+        """Await a commit; one that takes longer than ``COMMIT_STALL`` makes
+        the store refuse writes meanwhile (error PubAcks instead of
+        publishers left without an answer), with one line saying so and,
+        on PostgreSQL, what the commit waits for. A promoted standby still
+        configured with ``synchronous_standby_names`` but without a standby
+        of its own holds every commit this way, for as long as nobody
+        changes that setting."""
+        done, _ = await asyncio.wait({fut}, timeout=COMMIT_STALL)
+        if not done:
+            self._stall_started()
+        await fut
+
+    def _stall_started(self) -> None:
+        self._stalled = True
+        err = f"a commit has not been confirmed for {COMMIT_STALL:g} s"
+        if self._healthy:
+            self._healthy = False
+            self._lost_at = time.monotonic() - COMMIT_STALL
+        self._last_error = err
+        _log.error(f"SQL store: {err}, refusing writes until it is")
+        pid = self._writer_pid
+        if self.postgres and pid:
+            asyncio.get_running_loop().create_task(self._explain_stall(pid))
+
+    async def _explain_stall(self, pid: int) -> None:
+        """What the stalled commit's backend waits for, from
+        ``pg_stat_activity`` (another connection: the writer's is busy)."""
+
+        def look(c: Connection) -> list[tuple[str, str]]:
+            rows = c.execute(self.stmts.backend_wait, {"pid": pid}).all()
+            return [(r[0] or "", r[1] or "") for r in rows]
+
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(
+                self._reader, self._read_any, look
+            )
+        except Exception as e:  # noqa: BLE001 - a diagnosis only
+            _log.error(f"SQL store: unable to tell what the commit waits for: {err_text(e)}")
+            return
+        if not found or not self._stalled:
+            return
+        if any(name == "SyncRep" for _, name in found):
+            # the commit itself, or a transaction holding a row it needs
+            why = (
+                "the database waits for a synchronous standby to confirm it (wait_event "
+                "SyncRep): no standby named in synchronous_standby_names is connected"
+            )
+        else:
+            kind, name = found[0]
+            why = f"its session waits on {kind or 'nothing'}/{name or 'nothing'}"
+        self._last_error = f"a commit has not been confirmed: {why}"
+        _log.error(f"SQL store: the commit is stalled: {why}")
+
+    def _read_any(self, fn: Callable[[Connection], T]) -> T:
+        with self._rengine.connect() as c:
+            return fn(c)
 
     def _after_commit(self, batch: Batch) -> None:
         for ms, upto in batch.committed.items():
@@ -231,15 +315,22 @@ class SQLStore(Store):
     def _exec_batch(self, batch: Batch, retry: bool) -> None:
         """Writer thread: run one batch in one transaction."""
         with self._wengine.begin() as conn:
-            self._fence(conn)
+            self._writer_pid = backend_pid(conn)
+            tick = self._fence(conn)
             run_batch(
                 conn, self.stmts, batch, retry, self.no_caching, self.opts.bulk_insert_limit
             )
+            if not self._healthy or not self._server:
+                self._note_server(conn)
+        if tick:
+            self._lock.committed(tick)
 
     # ------------------------------------------------------------------ health
     def _unhealthy(self, e: BaseException) -> None:
         text_ = err_text(e)
-        if self._healthy:
+        if self._healthy or self._stalled:
+            self._stalled = False
+            self._lost_at = time.monotonic()
             _log.error(f"SQL store: database error, retrying in the background: {text_}")
         self._healthy = False
         self._last_error = text_
@@ -251,8 +342,12 @@ class SQLStore(Store):
             self._reconnect_task = loop.create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
-        """Re-establish the connection with exponential backoff, commit what
-        the failed batch(es) held, then accept writes again."""
+        """Reach a writable database again (every host of a multi-host
+        source is tried, a read-only one skipped), prove the StoreLock row
+        there still names this server with every commit of ours (a promoted
+        standby may lack some), commit what the failed batch(es) held, then
+        accept writes again. Retried every ``BACKOFF_MAX`` at most, so a
+        promoted standby is used within that time of its promotion."""
         delay = BACKOFF_MIN
         loop = asyncio.get_running_loop()
         try:
@@ -260,23 +355,54 @@ class SQLStore(Store):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
                 try:
-                    await loop.run_in_executor(self._writer, self._ping)
+                    where = await loop.run_in_executor(self._writer, self._probe)
+                except LockLost as e:
+                    self._lock.lost(e.reason)
+                    return
+                except Exception as e:
+                    self._last_error = err_text(e)
+                    continue
+                self._log_reached(where)
+                try:
                     await self._commit(force=True)
                 except StoreError as e:
                     self._last_error = str(e)
                     continue
-                except Exception as e:
-                    self._last_error = err_text(e)
-                    continue
                 self._healthy = True
-                _log.info("SQL store: database connection restored")
+                _log.info(
+                    "SQL store: database connection restored, writes resumed "
+                    f"{time.monotonic() - self._lost_at:.2f} s after the database was lost"
+                )
                 return
         finally:
             self._reconnect_task = None
 
-    def _ping(self) -> None:
+    def _probe(self) -> str:
+        """Writer thread: a connection to a writable database (the pool's
+        stale ones are replaced at checkout) and, in FT, the StoreLock
+        check there. Where it got to (``host:port``)."""
         with self._wengine.connect() as c:
             c.execute(self.stmts.ping)
+            if self.ft:
+                self._lock.verify(c)
+                c.rollback()
+            return server_address(c)
+
+    def _log_reached(self, where: str) -> None:
+        """Say, once per server reached, where writes go now; in FT, that
+        the StoreLock row there passed (``_probe``)."""
+        if where == self._reached_logged:
+            return
+        self._reached_logged = where
+        changed = self._server and where != self._server
+        what = f"{where} (was {self._server})" if changed else where
+        lease = ", StoreLock still owned, no commit missing" if self.ft else ""
+        _log.info(f"SQL store: reached a writable database at {what}{lease}")
+
+    def _note_server(self, conn: Connection) -> None:
+        """Remember the server that took our commits (writer thread)."""
+        self._server = server_address(conn)
+        self._reached_logged = self._server
 
     @property
     def healthy(self) -> bool:
@@ -327,9 +453,9 @@ class SQLStore(Store):
         b.ops.append(op)
         try:
             self._exec_batch(b, False)
-        except LockLost:
-            self._lock.lost()
-            raise StoreError(ERR_LOCK_LOST) from None
+        except LockLost as e:
+            self._lock.lost(e.reason)
+            raise StoreError(e.reason) from None
         except SQLAlchemyError as e:
             raise StoreError(f"sql: unable to store server info: {err_text(e)}") from e
 
@@ -419,8 +545,8 @@ class SQLStore(Store):
                     await loop.run_in_executor(
                         self._writer, purge_channel, self._wengine, self.stmts, self._fence, cid
                     )
-                except LockLost:
-                    self._lock.lost()
+                except LockLost as e:
+                    self._lock.lost(e.reason)
                     return
                 except Exception as e:
                     _log.error(f"Unable to completely delete channel id {cid}: {err_text(e)}")
@@ -440,9 +566,9 @@ class SQLStore(Store):
         rec = SQLRecovery(self._wengine, self.stmts, self, self.channel_limits, self._fence)
         try:
             found = rec.run()
-        except LockLost:
-            self._lock.lost()
-            raise StoreError(ERR_LOCK_LOST) from None
+        except LockLost as e:
+            self._lock.lost(e.reason)
+            raise StoreError(e.reason) from None
         except SQLAlchemyError as e:
             raise StoreError(f"sql: unable to recover: {err_text(e)}") from e
         if found.state is None:
@@ -461,9 +587,10 @@ class SQLStore(Store):
         its writes)."""
         return self._lock if self.ft else None
 
-    def _fence(self, conn: Connection) -> None:
-        if self.ft:
-            self._lock.fence(conn)
+    def _fence(self, conn: Connection) -> int:
+        """The StoreLock fence of a write transaction (FT only): the tick it
+        wrote, 0 without FT."""
+        return self._lock.fence(conn) if self.ft else 0
 
     @property
     def fenced(self) -> bool:
