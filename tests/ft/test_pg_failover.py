@@ -193,9 +193,10 @@ async def test_commits_held_for_a_missing_standby_are_reported_and_refused(
 
     standby.start()
     assert await asyncio.wait_for(held, 30) == ""  # acknowledged once stored on both
-    await asyncio.to_thread(
+    resumed = await asyncio.to_thread(
         a.wait_for_line, "SQL store: the stalled commit was confirmed, writes resumed", 5
     )
+    print("syncrep:", resumed.split("STREAM: ", 1)[-1])
     await c.publish("ch", b"after")
     sub = await c.subscribe("ch", start=pb.First)
     got = [m.data for m in await sub.take(7, timeout=10)]
