@@ -182,3 +182,40 @@ def audit_channel(stored: list[pb.MsgProto], results: list[dict[str, Any]]) -> d
             "errors": res["errors"],
         }
     return stats
+
+
+def audit_durable(by_seq: dict[int, str], dres: dict[str, Any]) -> dict[str, Any]:
+    """A durable subscriber (chaos.js ``durable``) during the trouble: what
+    it got is what is stored, and it saw no error."""
+    got = dres["msgs"]
+    assert all(by_seq[s] == d for s, _, d in got), "durable got a wrong payload"
+    fresh = Counter(s for s, red, _ in got if not red)
+    assert not dres["errors"], dres["errors"]
+    return {
+        "received": len(got),
+        "last_acked": dres["last_acked"],
+        "redelivered": sum(1 for _, red, _ in got if red),
+        "fresh_duplicates": sorted(s for s, n in fresh.items() if n > 1)[:20],
+    }
+
+
+def audit_resumed(
+    by_seq: dict[int, str], dres: dict[str, Any], rres: dict[str, Any]
+) -> dict[str, Any]:
+    """The same durable resumed afterwards (chaos.js ``resume`` up to the
+    last sequence): only what follows its last ack, except redeliveries
+    flagged as such, and between both runs every stored message."""
+    last_seq = len(by_seq)
+    last_acked = dres["last_acked"]
+    got, again = dres["msgs"], rres["msgs"]
+    assert all(by_seq[s] == d for s, _, d in again), "resumed durable got a wrong payload"
+    early = [(s, red) for s, red, _ in again if s <= last_acked and not red]
+    assert not early, f"resumed durable got already-acked messages not flagged: {early[:20]}"
+    fresh_after = [s for s, red, _ in again if not red]
+    assert len(fresh_after) == len(set(fresh_after)), "resumed durable got duplicates"
+    assert set(range(last_acked + 1, last_seq + 1)) <= {s for s, _, _ in again}
+    assert {s for s, _, _ in got} | {s for s, _, _ in again} >= set(range(1, last_seq + 1))
+    return {
+        "received": len(again),
+        "redelivered": sorted(s for s, red, _ in again if red)[:20],
+    }

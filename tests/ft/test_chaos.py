@@ -27,13 +27,14 @@ import json
 import os
 import signal
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
 from chaosclients import (
     NodeClient,
     audit_channel,
+    audit_durable,
+    audit_resumed,
     channel_info,
     ft_active_status,
     publish_tail,
@@ -175,16 +176,7 @@ def test_active_sigkilled_repeatedly_under_traffic(ft_member) -> None:
         stats["stored"] = last_seq
 
         # --- the durable during the chaos: what it got is what is stored
-        got = dres["msgs"]
-        assert all(by_seq[s] == d for s, _, d in got), "durable got a wrong payload"
-        fresh = Counter(s for s, red, _ in got if not red)
-        stats["durable"] = {
-            "received": len(got),
-            "last_acked": dres["last_acked"],
-            "redelivered": sum(1 for _, red, _ in got if red),
-            "fresh_duplicates": sorted(s for s, n in fresh.items() if n > 1)[:20],
-        }
-        assert not dres["errors"], dres["errors"]
+        stats["durable"] = audit_durable(by_seq, dres)
 
         # --- the durable resumed: only what follows its last ack, except
         # redeliveries flagged as such; nothing missing
@@ -194,18 +186,7 @@ def test_active_sigkilled_repeatedly_under_traffic(ft_member) -> None:
         )
         clients.append(resumed)
         rres = resumed.wait_result(30)
-        again = rres["msgs"]
-        assert all(by_seq[s] == d for s, _, d in again), "resumed durable got a wrong payload"
-        early = [(s, red) for s, red, _ in again if s <= last_acked and not red]
-        assert not early, f"resumed durable got already-acked messages not flagged: {early[:20]}"
-        fresh_after = [s for s, red, _ in again if not red]
-        assert len(fresh_after) == len(set(fresh_after)), "resumed durable got duplicates"
-        assert set(range(last_acked + 1, last_seq + 1)) <= {s for s, _, _ in again}
-        assert {s for s, _, _ in got} | {s for s, _, _ in again} >= set(range(1, last_seq + 1))
-        stats["resumed"] = {
-            "received": len(again),
-            "redelivered": sorted(s for s, red, _ in again if red)[:20],
-        }
+        stats["resumed"] = audit_resumed(by_seq, dres, rres)
 
         for m in members:
             log = m.log_text()

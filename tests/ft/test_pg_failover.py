@@ -7,13 +7,15 @@ The real topology, scaled down to one machine: two PostgreSQL servers from
 ``synchronous_standby_names``), two nss members of one FT group on a libpq
 multi-host source (``host=a,b port=p1,p2 ... target_session_attrs=read-write``),
 two node-nats-streaming publishers (chaos.js) publishing unique payloads
-exactly once each. The primary is stopped with ``pg_ctl -m immediate`` (no
-shutdown checkpoint, connections cut: a crash as far as clients can tell);
+exactly once each and a durable subscriber acking what it gets. The
+primary is stopped with ``pg_ctl -m immediate`` (no shutdown checkpoint,
+connections cut: a crash as far as clients can tell);
 once the active has noticed, the standby is promoted. The active must
 reconnect through the other host, find the StoreLock row there still its own
 with every commit it made, and serve again: the publishers' PubAcks in
 between are errors (never an ack timeout), and the channel read afterwards
-holds every acknowledged payload exactly once (the chaos test's audit).
+holds every acknowledged payload exactly once, and the durable resumed
+afterwards gets exactly what follows its last ack (the chaos test's audit).
 The time from the promotion to the first PubAck after it is printed.
 """
 
@@ -30,6 +32,8 @@ from chaosclients import (
     ACK_TIMEOUT,
     NodeClient,
     audit_channel,
+    audit_durable,
+    audit_resumed,
     channel_info,
     ft_active_status,
     read_channel,
@@ -45,6 +49,7 @@ from nss.pb import protocol_pb2 as pb
 RATE = 250  # messages a second, per publisher
 MAX_INFLIGHT = 2000
 PUB_ACK_WAIT_MS = 5000
+SUB_ACK_WAIT_MS = 3000
 TRAFFIC = 100  # acks each publisher must get before the kill and after the promotion
 # the goal is 2 s; the margin covers the publishers' 100 ms progress lines
 # and a loaded test machine
@@ -97,13 +102,16 @@ def test_active_follows_the_promoted_standby_without_losing_acked_messages(
     b = ft_member(*FAST, "-m", str(ports[1]), store=store)
     b.wait_for_line("Starting in standby mode", timeout=20)
 
+    durable = NodeClient("durable", url, "pg-durable", "dur", SUB_ACK_WAIT_MS)
     pubs = [
         NodeClient("publisher", url, pid, RATE, MAX_INFLIGHT, PUB_ACK_WAIT_MS)
         for pid in ("A", "B")
     ]
+    clients = [durable, *pubs]
     try:
         for p in pubs:
             p.wait_progress(lambda pr: pr["progress"] >= TRAFFIC, timeout=15)
+        durable.wait_progress(lambda pr: pr["progress"] >= TRAFFIC, timeout=15)
 
         primary.stop("immediate")
         a.wait_for_line("SQL store: database error, retrying in the background", timeout=10)
@@ -119,13 +127,25 @@ def test_active_follows_the_promoted_standby_without_losing_acked_messages(
         recovery = time.monotonic() - promoted
         for p, n in zip(pubs, base, strict=True):
             p.wait_progress(lambda pr, n=n: pr["progress"] >= n + TRAFFIC, timeout=15)
+        got = durable.progress["progress"]
+        durable.wait_progress(lambda pr: pr["progress"] >= got + TRAFFIC, timeout=15)
 
         for p in pubs:
             p.stop()
         results = [p.wait_result(PUB_ACK_WAIT_MS / 1000 + 15) for p in pubs]
+        durable.stop()
+        dres = durable.wait_result(15)
+        info = channel_info(ports[0])
+        stored = asyncio.run(read_channel(url, info["last_seq"]))
+        by_seq = {m.sequence: m.data.decode() for m in stored}
+        resumed = NodeClient(
+            "resume", url, "pg-durable", "dur", SUB_ACK_WAIT_MS, dres["last_acked"], len(stored)
+        )
+        clients.append(resumed)
+        rres = resumed.wait_result(30)
     finally:
-        for p in pubs:
-            p.kill()
+        for c in clients:
+            c.kill()
 
     # the same active serves on the promoted server; the standby never moved
     assert ft_active_status(ports[0]) == 200 and ft_active_status(ports[1]) == 204
@@ -135,13 +155,15 @@ def test_active_follows_the_promoted_standby_without_losing_acked_messages(
         f"(was 127.0.0.1:{primary.port}), StoreLock still owned, no commit missing",
         timeout=1,
     )
-    resumed = a.wait_for_line("SQL store: database connection restored", timeout=1)
-    outage = float(re.search(r"resumed ([0-9.]+) s after", resumed).group(1))  # type: ignore[union-attr]
+    restored = a.wait_for_line("SQL store: database connection restored", timeout=1)
+    outage = float(re.search(r"resumed ([0-9.]+) s after", restored).group(1))  # type: ignore[union-attr]
 
-    info = channel_info(ports[0])
-    stored = asyncio.run(read_channel(url, info["last_seq"]))
+    # every acked message stored once, in order; the durable's acks and
+    # redeliveries carried over to the promoted server
     assert info["first_seq"] == 1 and info["msgs"] == len(stored), info
     stats = audit_channel(stored, results)
+    stats["durable"] = audit_durable(by_seq, dres)
+    stats["resumed"] = audit_resumed(by_seq, dres, rres)
     for res in results:
         # every publish answered in the outage was refused, none left unanswered
         assert ACK_TIMEOUT not in res["errors"], res["errors"]
