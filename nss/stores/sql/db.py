@@ -26,10 +26,17 @@ def make_engines(tgt: SQLTarget, max_open_conns: int) -> tuple[Engine, Engine]:
     if tgt.postgres:
         import psycopg
 
-        conninfo = tgt.conninfo
+        from nss.stores.sql.hosts import MultiHostConnect, split_hosts
 
-        def creator() -> Any:
-            return psycopg.connect(conninfo)
+        conninfo = tgt.conninfo
+        multi = split_hosts(conninfo)
+        creator: Any
+        if multi is not None:
+            creator = MultiHostConnect(*multi)
+        else:
+
+            def creator() -> Any:
+                return psycopg.connect(conninfo)
 
         w = create_engine(tgt.url, creator=creator, **wpool, **common)
         r = create_engine(
