@@ -53,9 +53,9 @@ message); durability is the same in both modes since the server awaits
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TypeVar
 
 from sqlalchemy.engine import Connection
@@ -73,6 +73,7 @@ from nss.stores.sql.db import (
     server_address,
 )
 from nss.stores.sql.dsn import SQLTarget, parse_source
+from nss.stores.sql.health import Health, pg_waits
 from nss.stores.sql.journal import Batch, Journal, JournaledMsgs, JournaledSubs, Op, run_batch
 from nss.stores.sql.lock import ERR_LOCK_LOST, LockLost, SQLLock
 from nss.stores.sql.msgs import SQLMsgStore
@@ -90,9 +91,6 @@ T = TypeVar("T")
 # database back from a restart) waits before it is used
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 0.25
-# a commit not confirmed within this time makes the store refuse writes
-# until it is (see ``_watch``)
-COMMIT_STALL = 2.0
 # journaled changes that no flush commits (acks that do not unblock a
 # delivery, expiry, timers) are committed after this delay (Go: 1 s)
 IDLE_FLUSH_DELAY = 0.2
@@ -120,21 +118,15 @@ class SQLStore(Store):
         self._flush_lock: asyncio.Lock | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         # health
-        self._healthy = True
-        self._last_error = ""
         self._reconnect_task: asyncio.Task[None] | None = None
-        self._lost_at = 0.0
-        self._stalled = False  # a commit is taking longer than COMMIT_STALL
-        self._writer_pid = 0  # PostgreSQL backend of the writer's connection
-        # host:port that took the last commit, and the last one logged
-        self._server = ""
-        self._reached_logged = ""
         self._purge_task: asyncio.Task[None] | None = None
         self._to_purge: list[int] = []
         self._closed = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="nss-sql-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="nss-sql-reader")
         self._wengine, self._rengine = make_engines(self.target, opts.max_open_conns)
+        waits = partial(pg_waits, self._rengine, self.stmts.backend_wait)
+        self._health = Health(waits if self.postgres else None)
         self._lock = SQLLock(self._wengine, self.stmts, opts.lock_steal_after)
         try:
             with self._wengine.connect() as c:
@@ -177,8 +169,11 @@ class SQLStore(Store):
         unreachable, a commit stalled or this server was fenced off."""
         if self._lock.fenced:
             raise StoreError(self._lock.lost_reason or ERR_LOCK_LOST)
-        if not self._healthy:
-            raise StoreError(f"sql: database unavailable: {self._last_error}")
+        self._check_available()
+
+    def _check_available(self) -> None:
+        if not self._health.ok:
+            raise StoreError(f"sql: database unavailable: {self._health.last_error}")
 
     def schedule_idle_flush(self) -> None:
         """Commit changes made outside a server batch (expiry, timers) soon,
@@ -193,7 +188,7 @@ class SQLStore(Store):
 
     def _idle_flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._idle_handle = None
-        if self._closed or not self._healthy:
+        if self._closed or not self._health.ok:
             return
 
         async def run() -> None:
@@ -217,8 +212,8 @@ class SQLStore(Store):
         async with self._flush_lock:
             if self._lock.fenced:
                 raise StoreError(ERR_LOCK_LOST)
-            if not self._healthy and not force:
-                raise StoreError(f"sql: database unavailable: {self._last_error}")
+            if not force:
+                self._check_available()
             batch, retry = self._journal.take()
             if batch.empty():
                 self._after_commit(batch)
@@ -227,7 +222,7 @@ class SQLStore(Store):
             loop = asyncio.get_running_loop()
             try:
                 run = loop.run_in_executor(self._writer, self._exec_batch, batch, retry)
-                await self._watch(run)
+                await self._health.watch(run)
             except LockLost as e:
                 self._lock.lost(e.reason)
                 raise StoreError(e.reason) from None
@@ -238,73 +233,8 @@ class SQLStore(Store):
                 raise StoreError(err) from e
             finally:
                 self._inflight = False
-            if self._stalled:
-                self._stalled = False
-                if self._reconnect_task is None:
-                    self._healthy = True
-                    _log.info(
-                        "SQL store: the stalled commit was confirmed, writes resumed "
-                        f"{time.monotonic() - self._lost_at:.2f} s after it started"
-                    )
+            self._health.confirmed(reconnecting=self._reconnect_task is not None)
             self._after_commit(batch)
-
-    async def _watch(self, fut: asyncio.Future[None]) -> None:
-        """Await a commit; one that takes longer than ``COMMIT_STALL`` makes
-        the store refuse writes meanwhile (error PubAcks instead of
-        publishers left without an answer), with one line saying so and,
-        on PostgreSQL, what the commit waits for. A promoted standby still
-        configured with ``synchronous_standby_names`` but without a standby
-        of its own holds every commit this way, for as long as nobody
-        changes that setting."""
-        done, _ = await asyncio.wait({fut}, timeout=COMMIT_STALL)
-        if not done:
-            self._stall_started()
-        await fut
-
-    def _stall_started(self) -> None:
-        self._stalled = True
-        err = f"a commit has not been confirmed for {COMMIT_STALL:g} s"
-        if self._healthy:
-            self._healthy = False
-            self._lost_at = time.monotonic() - COMMIT_STALL
-        self._last_error = err
-        _log.error(f"SQL store: {err}, refusing writes until it is")
-        pid = self._writer_pid
-        if self.postgres and pid:
-            asyncio.get_running_loop().create_task(self._explain_stall(pid))
-
-    async def _explain_stall(self, pid: int) -> None:
-        """What the stalled commit's backend waits for, from
-        ``pg_stat_activity`` (another connection: the writer's is busy)."""
-
-        def look(c: Connection) -> list[tuple[str, str]]:
-            rows = c.execute(self.stmts.backend_wait, {"pid": pid}).all()
-            return [(r[0] or "", r[1] or "") for r in rows]
-
-        try:
-            found = await asyncio.get_running_loop().run_in_executor(
-                self._reader, self._read_any, look
-            )
-        except Exception as e:  # noqa: BLE001 - a diagnosis only
-            _log.error(f"SQL store: unable to tell what the commit waits for: {err_text(e)}")
-            return
-        if not found or not self._stalled:
-            return
-        if any(name == "SyncRep" for _, name in found):
-            # the commit itself, or a transaction holding a row it needs
-            why = (
-                "the database waits for a synchronous standby to confirm it (wait_event "
-                "SyncRep): no standby named in synchronous_standby_names is connected"
-            )
-        else:
-            kind, name = found[0]
-            why = f"its session waits on {kind or 'nothing'}/{name or 'nothing'}"
-        self._last_error = f"a commit has not been confirmed: {why}"
-        _log.error(f"SQL store: the commit is stalled: {why}")
-
-    def _read_any(self, fn: Callable[[Connection], T]) -> T:
-        with self._rengine.connect() as c:
-            return fn(c)
 
     def _after_commit(self, batch: Batch) -> None:
         for ms, upto in batch.committed.items():
@@ -315,25 +245,19 @@ class SQLStore(Store):
     def _exec_batch(self, batch: Batch, retry: bool) -> None:
         """Writer thread: run one batch in one transaction."""
         with self._wengine.begin() as conn:
-            self._writer_pid = backend_pid(conn)
+            self._health.writer_pid = backend_pid(conn)
             tick = self._fence(conn)
             run_batch(
                 conn, self.stmts, batch, retry, self.no_caching, self.opts.bulk_insert_limit
             )
-            if not self._healthy or not self._server:
-                self._note_server(conn)
+            if not self._health.ok or not self._health.knows_server():
+                self._health.committed_on(server_address(conn))
         if tick:
             self._lock.committed(tick)
 
     # ------------------------------------------------------------------ health
     def _unhealthy(self, e: BaseException) -> None:
-        text_ = err_text(e)
-        if self._healthy or self._stalled:
-            self._stalled = False
-            self._lost_at = time.monotonic()
-            _log.error(f"SQL store: database error, retrying in the background: {text_}")
-        self._healthy = False
-        self._last_error = text_
+        self._health.lost(err_text(e))
         if self._reconnect_task is None and not self._closed:
             try:
                 loop = asyncio.get_running_loop()
@@ -342,12 +266,10 @@ class SQLStore(Store):
             self._reconnect_task = loop.create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
-        """Reach a writable database again (every host of a multi-host
-        source is tried, a read-only one skipped), prove the StoreLock row
-        there still names this server with every commit of ours (a promoted
-        standby may lack some), commit what the failed batch(es) held, then
-        accept writes again. Retried every ``BACKOFF_MAX`` at most, so a
-        promoted standby is used within that time of its promotion."""
+        """Reach a writable database again (``_probe``: in FT, with the
+        StoreLock row still ours and no commit of ours missing, as a
+        promoted standby might), commit what the failed batch(es) held, then
+        accept writes again; every ``BACKOFF_MAX`` at most."""
         delay = BACKOFF_MIN
         loop = asyncio.get_running_loop()
         try:
@@ -360,19 +282,15 @@ class SQLStore(Store):
                     self._lock.lost(e.reason)
                     return
                 except Exception as e:
-                    self._last_error = err_text(e)
+                    self._health.last_error = err_text(e)
                     continue
-                self._log_reached(where)
+                self._health.reached(where, lease_checked=self.ft)
                 try:
                     await self._commit(force=True)
                 except StoreError as e:
-                    self._last_error = str(e)
+                    self._health.last_error = str(e)
                     continue
-                self._healthy = True
-                _log.info(
-                    "SQL store: database connection restored, writes resumed "
-                    f"{time.monotonic() - self._lost_at:.2f} s after the database was lost"
-                )
+                self._health.restored()
                 return
         finally:
             self._reconnect_task = None
@@ -388,30 +306,13 @@ class SQLStore(Store):
                 c.rollback()
             return server_address(c)
 
-    def _log_reached(self, where: str) -> None:
-        """Say, once per server reached, where writes go now; in FT, that
-        the StoreLock row there passed (``_probe``)."""
-        if where == self._reached_logged:
-            return
-        self._reached_logged = where
-        changed = self._server and where != self._server
-        what = f"{where} (was {self._server})" if changed else where
-        lease = ", StoreLock still owned, no commit missing" if self.ft else ""
-        _log.info(f"SQL store: reached a writable database at {what}{lease}")
-
-    def _note_server(self, conn: Connection) -> None:
-        """Remember the server that took our commits (writer thread)."""
-        self._server = server_address(conn)
-        self._reached_logged = self._server
-
     @property
     def healthy(self) -> bool:
-        return self._healthy
+        return self._health.ok
 
     def read(self, fn: Callable[[Connection], T]) -> T:
         """A synchronous read on the autocommit connection (loop thread)."""
-        if not self._healthy:
-            raise StoreError(f"sql: database unavailable: {self._last_error}")
+        self._check_available()
         try:
             with self._rengine.connect() as c:
                 return fn(c)
@@ -422,8 +323,7 @@ class SQLStore(Store):
 
     async def aread(self, fn: Callable[[Connection], T]) -> T:
         """``read`` on the reader thread, for prefetching off the loop."""
-        if not self._healthy:
-            raise StoreError(f"sql: database unavailable: {self._last_error}")
+        self._check_available()
 
         def run() -> T:
             with self._rengine.connect() as c:
@@ -507,7 +407,7 @@ class SQLStore(Store):
         if self._closed:
             return
         try:
-            if self._healthy and not self._lock.fenced:
+            if self._health.ok and not self._lock.fenced:
                 await self.flush()
         except StoreError as e:
             _log.error(f"SQL store: unable to flush on close: {e}")
