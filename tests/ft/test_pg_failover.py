@@ -185,13 +185,19 @@ async def test_commits_held_for_a_missing_standby_are_reported_and_refused(
     publishers without an answer meanwhile: after ``COMMIT_STALL`` it says
     what the commit waits for and refuses new publishes with an error
     PubAck; once the standby is back the held commit goes through (its
-    publisher is acknowledged, late) and writes resume."""
+    publisher is acknowledged, late) and writes resume. The FT standby,
+    which hears no heartbeat while the active's lock check is held too,
+    cannot take over: its lock attempt waits on the row the held commit
+    locks, then finds the active alive."""
     primary, standby = pg_pair
     primary.create_db("nss_syncrep")
     source = multi_host_source(primary, standby, "nss_syncrep")
     store = ("-store", "sql", "--sql_driver", "postgres", "--sql_source", source)
-    a = ft_member(*FAST, store=store)
+    ports = [free_port(), free_port()]
+    a = ft_member(*FAST, "-m", str(ports[0]), store=store)
     a.wait_for_line(READY_LINE, timeout=20)
+    b = ft_member(*FAST, "-m", str(ports[1]), store=store)
+    b.wait_for_line("Starting in standby mode", timeout=20)
     c = await StanClient.connect(ft_member.nats.url, "held", ping_interval=1, ping_max_out=100)
     for i in range(5):
         await c.publish("ch", b"%d" % i)
@@ -219,6 +225,11 @@ async def test_commits_held_for_a_missing_standby_are_reported_and_refused(
         a.wait_for_line, "SQL store: the stalled commit was confirmed, writes resumed", 5
     )
     print("syncrep:", resumed.split("STREAM: ", 1)[-1])
+    await asyncio.to_thread(
+        b.wait_for_line, "ft: unable to get store lock at this time, going back to standby", 15
+    )
+    assert "Server is active" not in b.log_text()
+    assert ft_active_status(ports[0]) == 200 and ft_active_status(ports[1]) == 204
     await c.publish("ch", b"after")
     sub = await c.subscribe("ch", start=pb.First)
     got = [m.data for m in await sub.take(7, timeout=10)]
