@@ -19,10 +19,14 @@ ARG BASE=docker.io/library/python:3.11-slim-bookworm
 
 FROM ${BASE} AS build
 # binutils' strip: the wheels' C extensions carry debug info, 14 MB of the
-# venv that a server never uses.
+# venv that a server never uses. gcc (and the Python headers where the base
+# lacks them) build nss's compiled hot path; they stay in this stage.
 RUN set -eu; \
     apt-get update; \
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends binutils; \
+    pkgs="binutils gcc libc6-dev"; \
+    python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+        || pkgs="$pkgs python3-dev"; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs; \
     rm -rf /var/lib/apt/lists/*
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -39,7 +43,9 @@ RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert \
     /opt/nss/bin/pip install /src; \
     /opt/nss/bin/python -m pip uninstall -y -q pip setuptools wheel; \
     find /opt/nss -name '*.so*' -type f -exec strip --strip-unneeded {} +; \
-    /opt/nss/bin/nss --version
+    /opt/nss/bin/nss --version; \
+    /opt/nss/bin/python -c 'import nss.hot, sys; sys.exit(not nss.hot.COMPILED)' \
+        || { echo "nss: the compiled hot path was not built" >&2; exit 1; }
 
 FROM ${BASE}
 ARG NSS_UID=1000

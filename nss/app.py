@@ -197,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.nats.check_config:
         print("configuration OK")
         return 0
+    from nss.stores.crypto import adopt_env_key
+
+    adopt_env_key(opts.streaming)
     redact.register_options(opts)
     log.setup(opts)
     try:

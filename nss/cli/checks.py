@@ -54,9 +54,19 @@ def check_supported(opts: Options) -> None:
             raise UsageError(
                 "ft: --ft_hb_missed_interval must be at least 1.1 x --ft_hb_interval"
             )
-    if st.encrypt or st.encryption_key:
-        raise UsageError("encryption at rest (--encrypt) is not supported yet")
+    _check_encryption(opts)
     _check_limits(opts)
+
+
+def _check_encryption(opts: Options) -> None:
+    """A missing key or an unknown cipher stops the start (Go's errors,
+    with what to do)."""
+    from nss.stores.crypto import CryptoConfigError, StoreCrypto
+
+    try:
+        StoreCrypto.from_options(opts.streaming)
+    except CryptoConfigError as e:
+        raise UsageError(str(e)) from None
 
 
 def check_cluster_id(cluster_id: str) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from nss import redact
+from nss.hot import Parser, append_pub, append_pubacks
 from nss.nats.errors import (
     MaxPayloadError,
     NatsError,
@@ -33,7 +34,7 @@ from nss.nats.errors import (
     NotConnectedError,
     ProtocolError,
 )
-from nss.nats.parser import Parser
+from nss.nats.parser import RawHandler
 from nss.nuid import NUID
 
 __all__ = [
@@ -84,6 +85,26 @@ class ServerAddr:
         )
 
 
+def learn_servers(addrs: list[ServerAddr], info: dict[str, Any]) -> bool:
+    """Add the cluster's other servers (INFO ``connect_urls``) to the
+    reconnect pool ``addrs``, as nats.go does for the Go server's
+    connections. True when the pool grew (the NATS cluster gained a server)."""
+    urls = info.get("connect_urls")
+    if not urls:
+        return False
+    grew = False
+    first = addrs[0]
+    known = {(a.host, a.port) for a in addrs}
+    for url in urls:
+        a = ServerAddr.parse(url)
+        if (a.host, a.port) not in known:
+            known.add((a.host, a.port))
+            a.scheme, a.user, a.password = first.scheme, first.user, first.password
+            addrs.append(a)
+            grew = True
+    return grew
+
+
 @dataclass
 class _Sub:
     sid: int
@@ -103,6 +124,10 @@ class ConnectOptions:
     tls_hostname: str | None = None
     reconnect_wait: float = 0.25
     connect_timeout: float = 5.0
+
+
+def _never(_subject: str, _reply: str, _payload: bytes) -> None:
+    """The callback of a raw subscription, which the parser calls directly."""
 
 
 class NatsConnection:
@@ -150,6 +175,7 @@ class NatsConnection:
             on_pong=self._on_pong,
             on_info=self._on_info,
             on_err=self._on_err,
+            on_callback_error=self._callback_failed,
         )
 
     # ------------------------------------------------------------ connect
@@ -218,7 +244,7 @@ class NatsConnection:
             writer.close()
             raise
         self.server_info = info
-        self._learn_servers(info)
+        learn_servers(self._addrs, info)
         self.max_payload = int(info.get("max_payload", self.max_payload))
         self._reader, self._writer = reader, writer
         self.connected = True
@@ -276,25 +302,6 @@ class NatsConnection:
             self._on_disconnect()
         assert self._loop is not None
         self._reconnect_task = self._loop.create_task(self._reconnect())
-
-    def _learn_servers(self, info: dict[str, Any]) -> bool:
-        """Add the cluster's other servers (INFO ``connect_urls``) to the
-        reconnect pool, as nats.go does for the Go server's connections.
-        True when the pool grew (the NATS cluster gained a server)."""
-        urls = info.get("connect_urls")
-        if not urls:
-            return False
-        grew = False
-        first = self._addrs[0]
-        known = {(a.host, a.port) for a in self._addrs}
-        for url in urls:
-            a = ServerAddr.parse(url)
-            if (a.host, a.port) not in known:
-                known.add((a.host, a.port))
-                a.scheme, a.user, a.password = first.scheme, first.user, first.password
-                self._addrs.append(a)
-                grew = True
-        return grew
 
     async def _reconnect(self) -> None:
         # As nats.go: go round the pool starting after the server just lost,
@@ -358,8 +365,11 @@ class NatsConnection:
         if sub is None:
             return
         try:
+            raw = self._parser.handlers.get(sid)
             if sid == self._resp_sid:
                 self._on_response_status(subject.decode(), hdr, payload)
+            elif raw is not None:
+                raw(subject, reply, payload)
             else:
                 sub.cb(subject.decode(), reply.decode() if reply else "", payload)
         except Exception as e:
@@ -376,7 +386,7 @@ class NatsConnection:
 
     def _on_info(self, info: dict[str, Any]) -> None:
         self.server_info.update(info)
-        if self._learn_servers(info) and self.on_discovered is not None:
+        if learn_servers(self._addrs, info) and self.on_discovered is not None:
             self.on_discovered()
 
     def _on_err(self, text: str) -> None:
@@ -405,9 +415,12 @@ class NatsConnection:
             return
         self._wbuf += data
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush_out)
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:  # what a loop turn wrote goes in one write
+        self._flush_scheduled = True
+        assert self._loop is not None
+        self._loop.call_soon(self._flush_out)
 
     def _flush_out(self) -> None:
         self._flush_scheduled = False
@@ -425,17 +438,17 @@ class NatsConnection:
         n = len(payload)
         if n > self.max_payload:
             raise MaxPayloadError("nats: maximum payload exceeded")
-        wb = self._wbuf
-        if reply:
-            wb += f"PUB {subject} {reply} {n}\r\n".encode()
-        else:
-            wb += f"PUB {subject} {n}\r\n".encode()
-        wb += payload
-        wb += _CRLF
+        append_pub(self._wbuf, subject, reply, payload)
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush_out)
+            self._schedule_flush()
+
+    def publish_pubacks(self, pubacks: list[tuple[str, str, Any, str]]) -> None:
+        """A batch's PubAcks in one call (``nss.hot.append_pubacks``)."""
+        if not self.connected:
+            return
+        append_pubacks(self._wbuf, pubacks)
+        if not self._flush_scheduled:
+            self._schedule_flush()
 
     def subscribe(self, subject: str, cb: MsgCallback, queue: str = "") -> int:
         sid = self._next_sid
@@ -444,7 +457,15 @@ class NatsConnection:
         self._write(f"SUB {subject} {queue} {sid}\r\n".encode())
         return sid
 
+    def subscribe_raw(self, subject: str, cb: RawHandler, queue: str = "") -> int:
+        """Like ``subscribe``, for the hot subjects: ``cb`` gets the subject
+        and reply as the bytes the parser read, called by the parser itself."""
+        sid = self.subscribe(subject, _never, queue)
+        self._parser.handlers[sid] = cb
+        return sid
+
     def unsubscribe(self, sid: int) -> None:
+        self._parser.handlers.pop(sid, None)
         if self._subs.pop(sid, None) is not None:
             self._write(f"UNSUB {sid}\r\n".encode())
 

@@ -25,6 +25,8 @@ from nss.nats.errors import ProtocolError
 
 MsgHandler = Callable[[int, bytes, bytes, bytes], None]
 HMsgHandler = Callable[[int, bytes, bytes, bytes, bytes], None]
+# a subscription's own callback, called by the parser itself: (subject, reply, payload)
+RawHandler = Callable[[bytes, bytes, bytes], None]
 
 _CRLF = b"\r\n"
 # A control line still without its CRLF after this many bytes is not NATS:
@@ -38,11 +40,38 @@ def _ignore() -> None:
     pass
 
 
+def _reraise(_subject: bytes, e: Exception) -> None:
+    raise e
+
+
 def _bad(buf: bytes, pos: int, end: int, why: str) -> ProtocolError:
     return ProtocolError(f"{why}: {buf[pos : min(end, pos + _QUOTE)]!r}")
 
 
-def _hmsg_args(buf: bytes, pos: int, i: int) -> tuple[int, bytes, bytes, int, int]:
+def msg_args(buf: bytes, pos: int, i: int) -> tuple[int, bytes, bytes, int]:
+    """sid, subject, reply and size from the line ``MSG <subject> <sid>
+    [reply] <size>`` ending at ``i``. The compiled parser reads the usual
+    form itself and calls this for anything else, so both take the same
+    lines and fail on the same ones."""
+    parts = buf[pos + 4 : i].split()
+    k = len(parts)
+    if k == 3:
+        reply = b""
+    elif k == 4:
+        reply = parts[2]
+    else:
+        raise _bad(buf, pos, i, "malformed MSG")
+    try:
+        sid = int(parts[1])
+        size = int(parts[-1])
+    except ValueError:
+        raise _bad(buf, pos, i, "malformed MSG") from None
+    if size < 0:
+        raise _bad(buf, pos, i, "malformed MSG")
+    return sid, parts[0], reply, size
+
+
+def hmsg_args(buf: bytes, pos: int, i: int) -> tuple[int, bytes, bytes, int, int]:
     """sid, subject, reply, header size and total size from the line
     ``HMSG <subject> <sid> [reply] <header size> <total size>`` ending at ``i``."""
     parts = buf[pos + 5 : i].split()
@@ -73,6 +102,10 @@ class Parser:
     that ends it. ``on_info`` gets the INFO JSON object, ``on_err`` the text
     after ``-ERR``; ``on_ping``, ``on_pong`` and ``on_ok`` get nothing.
 
+    A message whose sid is in ``handlers`` goes to that callback instead of
+    ``on_msg``; if it raises, ``on_callback_error(subject, exception)`` is
+    told and parsing goes on.
+
     A callback that raises stops the feed; what follows the operation it was
     called for is kept for the next one. ``ProtocolError`` means the stream
     is not NATS: nothing after it can be trusted, so the connection must go,
@@ -82,6 +115,8 @@ class Parser:
     __slots__ = (
         "_need",
         "_tail",
+        "handlers",
+        "on_callback_error",
         "on_err",
         "on_hmsg",
         "on_info",
@@ -101,6 +136,7 @@ class Parser:
         on_info: Callable[[dict[str, Any]], None],
         on_err: Callable[[str], None],
         on_ok: Callable[[], None] = _ignore,
+        on_callback_error: Callable[[bytes, Exception], None] | None = None,
     ) -> None:
         self.on_msg = on_msg
         self.on_hmsg = on_hmsg
@@ -109,6 +145,10 @@ class Parser:
         self.on_info = on_info
         self.on_err = on_err
         self.on_ok = on_ok
+        self.on_callback_error = on_callback_error or _reraise
+        # sid -> the subscription's own callback, called with (subject,
+        # reply, payload) instead of ``on_msg``: one call less per message
+        self.handlers: dict[int, RawHandler] = {}
         # bytes of an operation not complete yet, and how many it needs in all
         self._tail = bytearray()
         self._need = 0
@@ -139,6 +179,7 @@ class Parser:
         need = 0
         find = buf.find
         on_msg = self.on_msg
+        handlers = self.handlers
         try:
             while pos < n:
                 i = find(_CRLF, pos)
@@ -148,30 +189,23 @@ class Parser:
                     break
                 c = buf[pos]
                 if c == 77:  # MSG <subject> <sid> [reply] <size>
-                    parts = buf[pos + 4 : i].split()
-                    k = len(parts)
-                    if k == 3:
-                        reply = b""
-                    elif k == 4:
-                        reply = parts[2]
-                    else:
-                        raise _bad(buf, pos, i, "malformed MSG")
-                    try:
-                        sid = int(parts[1])
-                        size = int(parts[-1])
-                    except ValueError:
-                        raise _bad(buf, pos, i, "malformed MSG") from None
-                    if size < 0:
-                        raise _bad(buf, pos, i, "malformed MSG")
+                    sid, subject, reply, size = msg_args(buf, pos, i)
                     start = i + 2
                     end = start + size
                     if end + 2 > n:
                         need = end + 2 - pos
                         break
                     pos = end + 2
-                    on_msg(sid, parts[0], reply, buf[start:end])
+                    h = handlers.get(sid)
+                    if h is None:
+                        on_msg(sid, subject, reply, buf[start:end])
+                    else:
+                        try:
+                            h(subject, reply, buf[start:end])
+                        except Exception as e:  # never let a callback break the parser
+                            self.on_callback_error(subject, e)
                 elif c == 72 and buf.startswith(b"HMSG ", pos):  # rare: can afford a check
-                    sid, subject, reply, hdr_size, size = _hmsg_args(buf, pos, i)
+                    sid, subject, reply, hdr_size, size = hmsg_args(buf, pos, i)
                     start = i + 2
                     end = start + size
                     if end + 2 > n:
@@ -183,29 +217,31 @@ class Parser:
                 else:
                     line = buf[pos:i]
                     pos = i + 2
-                    self._control(line)
+                    control(self, line)
         finally:
             if pos < n:
                 tail += memoryview(buf)[pos:]
             self._need = need
 
-    def _control(self, line: bytes) -> None:
-        """A line that is all of its operation (no payload follows)."""
-        if line.startswith(b"PING"):
-            self.on_ping()
-        elif line.startswith(b"PONG"):
-            self.on_pong()
-        elif line.startswith(b"INFO"):
-            try:
-                info = json.loads(line[4:])
-            except ValueError:
-                info = None
-            if not isinstance(info, dict):
-                raise _bad(line, 0, len(line), "malformed INFO")
-            self.on_info(info)
-        elif line.startswith(b"-ERR"):
-            self.on_err(line[4:].decode(errors="replace").strip())
-        elif line.startswith(b"+OK"):
-            self.on_ok()
-        else:
-            raise _bad(line, 0, len(line), "unknown operation")
+
+def control(p: Any, line: bytes) -> None:
+    """A line that is all of its operation (no payload follows); ``p`` is
+    either parser, whose callbacks it calls."""
+    if line.startswith(b"PING"):
+        p.on_ping()
+    elif line.startswith(b"PONG"):
+        p.on_pong()
+    elif line.startswith(b"INFO"):
+        try:
+            info = json.loads(line[4:])
+        except ValueError:
+            info = None
+        if not isinstance(info, dict):
+            raise _bad(line, 0, len(line), "malformed INFO")
+        p.on_info(info)
+    elif line.startswith(b"-ERR"):
+        p.on_err(line[4:].decode(errors="replace").strip())
+    elif line.startswith(b"+OK"):
+        p.on_ok()
+    else:
+        raise _bad(line, 0, len(line), "unknown operation")

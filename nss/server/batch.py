@@ -19,25 +19,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from nss.pb import protocol_pb2 as pb
+from nss.hot import encode_msgproto, encode_puback
 from nss.server.core.model import Channel, QueueGroup, Subscription
 from nss.server.monitor.histogram import LatencyHistogram
 from nss.stores.base import StoreError
 
 ERR_MAX_PAYLOAD = "nats: maximum payload exceeded"
 
-_MsgProto = pb.MsgProto
-
-
-def encode_puback(guid: str, error: str = "") -> bytes:
-    if error:
-        return pb.PubAck(guid=guid, error=error).SerializeToString()
-    g = guid.encode()
-    n = len(g)
-    if n < 0x80:
-        return b"\x0a" + bytes((n,)) + g
-    return pb.PubAck(guid=guid).SerializeToString()
-
+__all__ = ["ERR_MAX_PAYLOAD", "PublishBatch", "encode_puback"]
 
 class _ChannelPart:
     """One channel's part of a batch: what to return to if it fails.
@@ -86,24 +75,38 @@ class PublishBatch:
         self.max_payload = max_payload
         self._log = log
         self._parts: dict[Channel, _ChannelPart] = {}
+        # the channels of this batch's parts by name: a publish to one of
+        # them needs no channel lookup (none is deleted within a batch)
+        self._subjects: dict[str, tuple[Channel, _ChannelPart]] = {}
         # (reply, guid, part or None, error): the part decides at commit
         self._pubacks: list[tuple[str, str, _ChannelPart | None, str]] = []
         self._to_deliver: dict[Subscription | QueueGroup, None] = {}
         self._acked: dict[Channel, None] = {}
+        # the connection's bulk PubAck sender, when it has one: every PubAck
+        # of a commit framed in one call, ``(reply, guid, part, error)`` each
+        self.send_pubacks: Callable[[list[tuple[str, str, Any, str]]], None] | None = None
         self.batches = 0
         self.batched_msgs = 0
         # store flush latency, read by /metrics (nss_store_flush_seconds)
         self.flush_latency = LatencyHistogram()
 
+    def refuse(self, guid: str, reply: str, error: str) -> None:
+        """An error PubAck at once, for a publish never queued."""
+        self._send(reply, encode_puback(guid, error))
+
     def add_publish(self, subject: str, guid: str, msg_reply: str, data: bytes, reply: str) -> None:
         """Assign the next sequence of ``subject`` and append the message."""
-        try:
-            ch = self._channel(subject)
-        except (StoreError, ValueError) as e:
-            if reply:
-                self._pubacks.append((reply, guid, None, str(e)))
-            return
-        part = self._parts.get(ch)
+        known = self._subjects.get(subject)
+        if known is not None:
+            ch, part = known
+        else:
+            try:
+                ch = self._channel(subject)
+            except (StoreError, ValueError) as e:
+                if reply:
+                    self._pubacks.append((reply, guid, None, str(e)))
+                return
+            part = self._parts.get(ch)
         if part is not None and part.error:
             part.count += 1
             if reply:
@@ -113,15 +116,14 @@ class PublishBatch:
         ts = time.time_ns()
         if ts < ch.last_ts:
             ts = ch.last_ts
-        encoded = _MsgProto(
-            sequence=seq, subject=subject, reply=msg_reply, data=data, timestamp=ts
-        ).SerializeToString()
+        encoded = encode_msgproto(seq, subject, msg_reply, data, ts)
         if len(encoded) > self.max_payload:
             if reply:
                 self._pubacks.append((reply, guid, None, ERR_MAX_PAYLOAD))
             return
         if part is None:
             part = self._parts[ch] = _ChannelPart(ch)
+            self._subjects[subject] = (ch, part)
             ch.msgs.mark()
         part.count += 1
         if reply:
@@ -159,6 +161,7 @@ class PublishBatch:
             if not part.error:
                 ch.msgs.release()
         self._parts.clear()
+        self._subjects.clear()
         self._pubacks.clear()
         self._to_deliver.clear()
         self._acked.clear()
@@ -183,6 +186,7 @@ class PublishBatch:
         chans: list[Channel] = []
         if parts:
             self._parts = {}
+            self._subjects = {}
             t0 = time.perf_counter()
             for ch, part in parts.items():
                 if part.error:
@@ -222,6 +226,9 @@ class PublishBatch:
                 self._log.error(f'Unable to store subscription state of channel "{ch.name}": {e}')
         if pubacks:
             self._pubacks = []
+            if self.send_pubacks is not None:
+                self.send_pubacks(pubacks)
+                return
             send = self._send
             for reply, guid, part, error in pubacks:
                 if not error and part is not None:

@@ -13,10 +13,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from google.protobuf.message import DecodeError
-
+from nss.hot import AckHandler, pure
 from nss.options import StreamingOptions
-from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.server.batch import PublishBatch
 from nss.server.core.channels import ChannelRegistry
@@ -27,12 +25,14 @@ from nss.server.core.subscriptions import Removal, take_offline
 from nss.server.delivery import Deliverer
 from nss.server.io import IOPath
 from nss.server.partitions import Partition
-from nss.stores.base import Store
+from nss.stores.base import Store, StoreError
 
 # Partitioning: how long a publish or subscribe waits for its client's connect.
 PARTITION_CLIENT_WAIT = 1.0
 
 Handler = Callable[[str, str, bytes], None]
+# the hot subjects' callbacks get subject and reply as read (see subscribe_raw)
+RawHandler = Callable[[bytes, bytes, bytes], None]
 
 
 class Transport(Protocol):
@@ -41,6 +41,8 @@ class Transport(Protocol):
     def publish(self, subject: str, payload: bytes) -> None: ...
 
     def subscribe(self, subject: str, cb: Handler) -> int: ...
+
+    def subscribe_raw(self, subject: str, cb: RawHandler) -> int: ...
 
     def unsubscribe(self, sid: int) -> None: ...
 
@@ -83,15 +85,37 @@ class ServerContext:
             max_payload,
             log,
         )
+        batch.send_pubacks = getattr(conn, "publish_pubacks", None)
         self.io = IOPath(batch, opts.io_batch_size, opts.io_sleep_time, log)
+        store.on_availability = self._store_availability
         self.deliverer.deliver_later = self.io.deliver_later
         self.expiry = ChannelExpiry(channels, store, self.io, log)
         # set by the server once the heartbeat timers exist (ops.heartbeat)
         self.heartbeats: Heartbeats | None = None
         # shutdown has begun: no new timer, no more waiting
         self.closed = False
-        self.in_msgs = 0
-        self.in_bytes = 0
+        # counts the messages published (nss.hot.PublishFastPath)
+        self.publish_stats: Any = None
+
+    def _store_availability(self, ok: bool) -> None:
+        """The store stopped (or resumed) taking writes: publishes are
+        refused at once meanwhile (``IOPath.refusal``)."""
+        self.io.refusal = None if ok else self._store_refusal
+
+    def _store_refusal(self) -> str:
+        try:
+            self.store.check_writable()
+        except StoreError as e:
+            return str(e)
+        return ""
+
+    @property
+    def in_msgs(self) -> int:
+        return self.publish_stats.in_msgs if self.publish_stats is not None else 0
+
+    @property
+    def in_bytes(self) -> int:
+        return self.publish_stats.in_bytes if self.publish_stats is not None else 0
 
     def respond(self, reply: str, msg: Any) -> None:
         if reply:
@@ -122,19 +146,17 @@ class ServerContext:
     # ------------------------------------------------------------ subscriptions
     def listen_acks(self, sub: Subscription) -> None:
         """Listen on the subscription's ack inbox (the server's own subject)."""
-        sub.ack_sid = self.conn.subscribe(
-            sub.ack_inbox, lambda _s, _r, payload: self._on_ack(sub, payload)
-        )
+        handler = AckHandler(sub, sub.channel.name, self.io.ack, self._other_ack)
+        sub.ack_sid = self.conn.subscribe_raw(sub.ack_inbox, handler)
 
-    def _on_ack(self, sub: Subscription, payload: bytes) -> None:
-        try:
-            ack = pb.Ack.FromString(payload)
-        except DecodeError:
+    def _other_ack(self, sub: Subscription, payload: bytes) -> None:
+        """What the ack handler's fast decoder did not take: the protobuf
+        library's judgement (an Ack of another channel is dropped)."""
+        ack = pure.decode_ack(payload)
+        if ack is None:
             self.log.error(f"Unable to decode ack on {sub.ack_inbox}")
-            return
-        if ack.subject != sub.channel.name:
-            return
-        self.io.ack(sub, ack.sequence)
+        elif ack[0] == sub.channel.name:
+            self.io.ack(sub, ack[1])
 
     def take_offline(self, sub: Subscription, unsubscribe: bool) -> None:
         """Take a subscription off line and do what that leaves to do: stop

@@ -113,20 +113,42 @@ class Deliverer:
         if span is None:
             return
         seq, last = span
-        now = time.time()
+        # ``_send`` written out: this loop runs for every message delivered
         lookup = msgs.lookup
-        while seq <= last:
-            if len(sub.pending) >= sub.max_inflight:
-                sub.stalled = True
-                return
-            data = lookup(seq)
-            if data is not None:
-                self._send(sub, seq, data, now)
-            elif seq > sub.last_sent:
-                sub.last_sent = seq
-            seq += 1
-            if sub.stalled:
-                return
+        publish = self._publish
+        add_pending = sub.channel.subs_store.add_seq_pending
+        pending = sub.pending
+        inbox = sub.inbox
+        sub_id = sub.id
+        max_inflight = sub.max_inflight
+        deadline = time.time() + sub.ack_wait
+        sent = nbytes = 0
+        try:
+            while seq <= last:
+                if len(pending) >= max_inflight:
+                    sub.stalled = True
+                    return
+                data = lookup(seq)
+                if data is not None:
+                    publish(inbox, data)
+                    sent += 1
+                    nbytes += len(data)
+                    if seq not in pending:
+                        add_pending(sub_id, seq)
+                        if seq > sub.last_sent:
+                            sub.last_sent = seq
+                        pending[seq] = deadline
+                        if sub.timer is None:
+                            self._arm(sub, sub.ack_wait)
+                    if len(pending) >= max_inflight:
+                        sub.stalled = True
+                        return
+                elif seq > sub.last_sent:
+                    sub.last_sent = seq
+                seq += 1
+        finally:
+            self.out_msgs += sent
+            self.out_bytes += nbytes
 
     def deliver_group(self, group: QueueGroup) -> None:
         if not group.members:

@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nss.pb import protocol_pb2 as pb
 from nss.server.batch import PublishBatch
 from nss.server.core.model import QueueGroup, Subscription
 from nss.server.monitor.histogram import LatencyHistogram
@@ -37,6 +36,12 @@ class IOPath:
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # set while the store takes no write: what to answer publishes with
+        # ("" once it takes writes again)
+        self.refusal: Callable[[], str] | None = None
+        # while the task is parked on an empty queue: how many more publishes
+        # and acks may go straight into the batch (see ``publish``)
+        self._open = 0
 
     # ---------------------------------------------------------------- queueing
     def _signal(self) -> None:
@@ -44,12 +49,31 @@ class IOPath:
         if w is not None and not w.done():
             w.set_result(None)
 
-    def publish(self, pm: pb.PubMsg, reply: str) -> None:
-        self._q.append((OP_PUB, pm, reply))
+    def publish(self, pm: tuple[str, str, str, str, bytes, bytes], reply: str) -> None:
+        """Queue a decoded PubMsg (clientID, guid, subject, reply, data, connID)."""
+        if self.refusal is not None:
+            err = self.refusal()
+            if err:
+                # the store takes no write now (e.g. the database holds a
+                # commit): answered at once, not queued behind that commit
+                if reply:
+                    self.batch.refuse(pm[1], reply, err)
+                return
+        if self._open and not self._q:
+            # the I/O task is parked: nothing is ahead of this publish, so it
+            # goes straight into the batch the task commits when it wakes
+            self._open -= 1
+            self.batch.add_publish(pm[2], pm[1], pm[3], pm[4], reply)
+        else:
+            self._q.append((OP_PUB, pm, reply))
         self._signal()
 
     def ack(self, sub: Subscription, seq: int) -> None:
-        self._q.append((OP_ACK, sub, seq))
+        if self._open and not self._q:
+            self._open -= 1
+            self.batch.add_ack(sub, seq)
+        else:
+            self._q.append((OP_ACK, sub, seq))
         self._signal()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -108,7 +132,11 @@ class IOPath:
                 if self._stopping:
                     return
                 self._wake = loop.create_future()
-                await self._wake
+                self._open = self._batch_size
+                try:
+                    await self._wake
+                finally:
+                    self._open = 0
                 self._wake = None
                 if self._sleep and len(q) < self._batch_size:
                     await asyncio.sleep(self._sleep)
@@ -130,7 +158,7 @@ class IOPath:
             kind = op[0]
             if kind == OP_PUB:
                 pm = op[1]
-                add_publish(pm.subject, pm.guid, pm.reply, pm.data, op[2])
+                add_publish(pm[2], pm[1], pm[3], pm[4], op[2])
                 n += 1
             elif kind == OP_ACK:
                 add_ack(op[1], op[2])

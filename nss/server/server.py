@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from nss import __version__
+from nss import __version__, hot
 from nss.log import get_logger
 from nss.nats.connection import NatsConnection, NatsError
 from nss.nuid import next_nuid
@@ -102,6 +102,8 @@ class StanServer:
         )
         self.log.info(f"ServerID: {self.server_id}")
         self.log.info(f"Python version: {sys.version.split()[0]}")
+        path = "compiled" if hot.COMPILED else "pure Python (not compiled, or NSS_PURE=1)"
+        self.log.info(f"Hot path: {path}")
         # -m/-ms: bound before NATS starts, as Go's monitor listener is
         self.monitor = MonitorHTTP.bind(self)
         if not s.nats_server_url:
@@ -165,7 +167,12 @@ class StanServer:
         if not s.partitioning and not s.ft_group:
             await startup.self_check(self.conn, self.info)
         table = protocol_table(ctx, heartbeats, lambda: self.stopping)
-        self._sids = [self.conn.subscribe(subject, cb) for subject, cb in table]
+        self._sids = [
+            self.conn.subscribe_raw(subject, cb)  # type: ignore[arg-type]
+            if getattr(cb, "raw", False)
+            else self.conn.subscribe(subject, cb)
+            for subject, cb in table
+        ]
         self._resume_recovered(ctx, heartbeats)
         ctx.io.start()
         await self.conn.flush()

@@ -20,7 +20,13 @@ from nss.redact import url_list
 from nss.server.core.channels import ChannelRegistry
 from nss.server.core.clients import ClientRegistry
 from nss.server.core.recovery import restore_state
-from nss.stores.base import ERR_NO_SRV_BUT_CHANNELS, RecoveredState, Store, StoreError
+from nss.stores.base import (
+    ERR_NO_SRV_BUT_CHANNELS,
+    RecoveredState,
+    Store,
+    StoreError,
+    check_complete,
+)
 
 # Standalone self-check for another server of the same cluster (§15).
 SELF_CHECK_TIMEOUT = 0.25
@@ -84,6 +90,19 @@ async def connect_nats(opts: Options, nats_url: str, log: Any) -> NatsConnection
 
 # ---------------------------------------------------------------- store
 def create_store(s: StreamingOptions) -> Store:
+    """The configured store, with encryption at rest when it is on."""
+    from nss.stores.crypto import CryptoConfigError, StoreCrypto
+
+    try:
+        crypto = StoreCrypto.from_options(s)
+    except CryptoConfigError as e:
+        raise StartupError(str(e)) from None
+    store = _new_store(s)
+    store.crypto = crypto
+    return store
+
+
+def _new_store(s: StreamingOptions) -> Store:
     st = s.store_type.upper()
     if st == "MEMORY":
         from nss.stores.memory import MemoryStore
@@ -140,13 +159,17 @@ async def open_store(
 
 def _recover(store: Store, s: StreamingOptions) -> RecoveredState | None:
     try:
-        return store.recover()
+        rs = store.recover()
+        check_complete(rs)
+        return rs
     except StoreError as e:
         if str(e) != ERR_NO_SRV_BUT_CHANNELS:
             raise
     # channels but no server info: write it, then recover again (§1.1)
     store.init(server_subjects(s.cluster_id, s.discover_prefix))
-    return store.recover()
+    rs = store.recover()
+    check_complete(rs)
+    return rs
 
 
 # ---------------------------------------------------------------- banner

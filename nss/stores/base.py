@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from nss.log import get_logger
 from nss.options import ChannelLimits, StoreLimits
@@ -53,12 +55,37 @@ ERR_NOT_FOUND = "not found"
 # Recover(): server.dat holds no state but channel directories exist; the
 # server then calls init() and recover() again (stores.md §1.1).
 ERR_NO_SRV_BUT_CHANNELS = "no server state recovered but channels present"
+# nss-migrate registers this client first (right after the server info) and
+# removes it last: a store still holding it is a copy that was interrupted,
+# which a server must refuse rather than serve half of it. The ':' is never
+# valid in a real client ID.
+MIGRATE_MARKER_ID = "nss-migrate:incomplete"
+ERR_INCOMPLETE_COPY = (
+    "the store is an incomplete copy (nss-migrate was interrupted before it "
+    "finished): empty it and run nss-migrate again"
+)
 
 _log = get_logger()
 
 
 class StoreError(Exception):
     """A store failure whose text is passed through to clients, as in Go."""
+
+
+class MsgCipher(Protocol):
+    """Encryption at rest of one channel (``nss.stores.crypto.ChannelCipher``)."""
+
+    def seal_msg(self, msg: bytes) -> bytes: ...
+
+    def open_msg(self, msg: bytes) -> bytes: ...
+
+    def sealed_size(self, msg: bytes) -> int: ...
+
+
+class StoreCipher(Protocol):
+    """Encryption at rest of a store (``nss.stores.crypto.StoreCrypto``)."""
+
+    def attach(self, channels: Iterable[ChannelStore]) -> None: ...
 
 
 @dataclass
@@ -80,11 +107,23 @@ class RecoveredState:
     channels: dict[str, RecoveredChannel] = field(default_factory=dict)
 
 
+def check_complete(rs: RecoveredState | None) -> None:
+    """StoreError when the recovered store is an interrupted nss-migrate copy."""
+    if rs is not None and any(c.ID == MIGRATE_MARKER_ID for c in rs.clients):
+        raise StoreError(ERR_INCOMPLETE_COPY)
+
+
 class MsgStore(ABC):
     """Messages of one channel, keyed by the sequence the server assigns.
 
     The count/bytes limits are one rule for every backend (``apply_limits``);
-    a driver only says how to drop its oldest message (``_drop_oldest``)."""
+    a driver only says how to drop its oldest message (``_drop_oldest``).
+
+    ``cipher`` (encryption at rest, ``nss.stores.crypto``): set by the Store
+    once the channel is open; a driver that persists messages seals what it
+    writes and opens what it reads back, and keeps plaintext in memory."""
+
+    cipher: MsgCipher | None = None
 
     def __init__(self, name: str, limits: ChannelLimits) -> None:
         self.name = name
@@ -279,6 +318,8 @@ class Store(ABC):
     stores (``_new_channel``, ``_drop_channel``)."""
 
     name: str = ""
+    # encryption at rest (None: off); set before recover()/create_channel
+    crypto: StoreCipher | None = None
 
     def __init__(self, limits: StoreLimits) -> None:
         self.limits = limits.clone()
@@ -290,10 +331,15 @@ class Store(ABC):
         store cannot be shared (MEMORY, or SQL opened without FT)."""
         return None
 
+    # Told (on the event loop) when the store stops taking writes (False:
+    # SQL database lost, a commit held) and takes them again (True); the
+    # server then answers publishes at once with ``check_writable``'s error
+    # rather than queueing them behind a held commit.
+    on_availability: Callable[[bool], None] | None = None
+
     def check_writable(self) -> None:
         """StoreError when the store refuses every write for now (SQL:
-        database unreachable, a commit stalled, fenced off): publishes are
-        then answered at once instead of queueing behind a stalled one."""
+        database unreachable, a commit stalled, fenced off)."""
 
     @abstractmethod
     def init(self, info: spb.ServerInfo) -> None: ...
@@ -310,6 +356,8 @@ class Store(ABC):
         if mc > 0 and len(self.channels) >= mc:
             raise StoreError(ERR_TOO_MANY_CHANNELS)
         cs = self._new_channel(name, self.channel_limits(name))
+        if self.crypto is not None:
+            self.crypto.attach((cs,))
         self.channels[name] = cs
         return cs
 

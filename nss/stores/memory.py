@@ -53,7 +53,7 @@ class MemoryMsgStore(MsgStore):
             self._first = seq
         self._msgs[seq] = (timestamp, data)
         self._last = seq
-        self._bytes += len(data)
+        self._bytes += len(data) if self.cipher is None else self.cipher.sealed_size(data)
         if len(self._msgs) > self.over_msgs or self._bytes > self.over_bytes:
             self.apply_limits(len(self._msgs), self._bytes)
 
@@ -61,9 +61,15 @@ class MemoryMsgStore(MsgStore):
         e = self._msgs.pop(self._first)
         if self._mark is not None:
             self._dropped.append((self._first, e))
-        self._bytes -= len(e[1])
+        self._bytes -= self._size(e[1])
         self._first += 1
         return True
+
+    def _size(self, data: bytes) -> int:
+        """Bytes a message counts for: with encryption on, its encrypted
+        size, as the Go server (which encrypts in memory too) counts it,
+        so channelsz and MaxBytes agree; the payload itself stays plain."""
+        return len(data) if self.cipher is None else self.cipher.sealed_size(data)
 
     def lookup(self, seq: int) -> bytes | None:
         m = self._msgs.get(seq)
@@ -95,7 +101,7 @@ class MemoryMsgStore(MsgStore):
             if ts > cutoff:
                 return (ts - cutoff) / 1e9
             del msgs[self._first]
-            self._bytes -= len(data)
+            self._bytes -= self._size(data)
             self._first += 1
         return None
 

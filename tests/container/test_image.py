@@ -35,9 +35,11 @@ pytestmark = [
 
 MB = 1_000_000
 # nss's own layers (venv, nats-server, healthcheck) on top of the base: what
-# keeps the image under 200 MB on the default slim base. Unstripped wheels or a
-# left-over pip cache would blow it.
-MAX_ADDED_BYTES = 75 * MB
+# keeps the image near 200 MB on the default slim base. Unstripped wheels or a
+# left-over pip cache would blow it. Encryption at rest (issue 12) requires the
+# `cryptography` package, whose native library alone is ~14 MB (it links its
+# own OpenSSL): the budget grew from 75 MB to 90 MB with it (79 MB measured).
+MAX_ADDED_BYTES = 90 * MB
 MARKER = f"nss-test-build-secret-{uuid.uuid4().hex}"
 
 

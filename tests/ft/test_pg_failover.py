@@ -26,6 +26,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from chaosclients import (
@@ -40,7 +41,6 @@ from chaosclients import (
 )
 from conftest import FAST
 from nodeenv import NODE, ensure_node_modules
-from pg import PgServer, find_bindir, replicated_pair
 from procs import READY_LINE, free_port
 from stanclient import StanClient
 
@@ -54,6 +54,12 @@ TRAFFIC = 100  # acks each publisher must get before the kill and after the prom
 # the goal is 2 s; the margin covers the publishers' 100 ms progress lines
 # and a loaded test machine
 RECOVERY_LIMIT = 3.0
+
+if TYPE_CHECKING:
+    from pg import PgServer
+
+# the PostgreSQL helpers, imported once pytest registered (and rewrote) them
+pytest_plugins = ["pg"]
 
 pytestmark = [
     pytest.mark.skipif(NODE is None, reason="node is not installed: the chaos clients need it"),
@@ -70,6 +76,8 @@ def node_modules() -> None:
 
 @pytest.fixture
 def pg_pair() -> Iterator[tuple[PgServer, PgServer]]:
+    from pg import find_bindir, replicated_pair
+
     bindir = find_bindir()
     if bindir is None:
         pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")

@@ -443,10 +443,13 @@ async def test_deleted_channel_purged_after_restart(opener: Opener, dsn: str) ->
     assert rs.channels == {}
     s2.create_channel("b")
     await s2.flush()
-    for _ in range(100):
-        if rows(dsn, "SELECT COUNT(*) FROM Messages") == [(0,)]:
+    # the purge deletes the messages, then the channel's row: wait for both
+    deadline = asyncio.get_running_loop().time() + 20
+    while asyncio.get_running_loop().time() < deadline:
+        if rows(dsn, "SELECT name FROM Channels") == [("b",)]:
             break
         await asyncio.sleep(0.05)
+    assert rows(dsn, "SELECT COUNT(*) FROM Messages") == [(0,)]
     assert rows(dsn, "SELECT name FROM Channels") == [("b",)]
 
 

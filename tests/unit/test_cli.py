@@ -517,8 +517,11 @@ def test_check_supported_accepts_defaults() -> None:
         (["--ft_group", "g"], "ft: only FILE or SQL stores supported in FT mode"),
         (["--ft_group_name", "g"], "ft: only FILE or SQL stores supported in FT mode"),
         (["--clustered"], "not supported"),
-        (["--encrypt"], "encryption at rest"),
-        (["--encryption_key", "k"], "encryption at rest"),
+        (["--encrypt"], "encryption key required"),
+        (
+            ["--encryption_key", "k", "--encryption_cipher", "DES"],
+            "encryption cipher not supported",
+        ),
         (
             ["--routes", "nats://h:1"],
             "solicited routes require cluster capabilities, e.g. --cluster",

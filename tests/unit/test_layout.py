@@ -44,8 +44,11 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
         for t in targets:
             while t and t not in known:
                 t = t.rpartition(".")[0]
-            if t and t != name and not name.startswith(t + "."):
-                found.add(t)
+            # importing a.b.c runs a/__init__ and a/b/__init__ first
+            while t:
+                if t != name and not name.startswith(t + "."):
+                    found.add(t)
+                t = t.rpartition(".")[0]
     return found
 
 

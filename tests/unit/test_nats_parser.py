@@ -10,8 +10,20 @@ from typing import Any
 
 import pytest
 
+from nss import hot
+from nss.hot import pure
 from nss.nats.errors import NatsError, ProtocolError
 from nss.nats.parser import MAX_CONTROL_LINE, Parser
+
+# every test runs against the Python parser and the compiled one (when built)
+_IMPLS = [pytest.param(pure.Parser, id="pure")]
+if hot.COMPILED:
+    _IMPLS.append(pytest.param(hot.Parser, id="compiled"))
+
+
+@pytest.fixture(autouse=True, params=_IMPLS)
+def _parser_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(globals(), "Parser", request.param)
 
 Event = tuple[Any, ...]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from nss.nats.connection import ConnectOptions, NatsConnection, ServerAddr
+from nss.nats.connection import ConnectOptions, NatsConnection, ServerAddr, learn_servers
 
 
 class FakeNats:
@@ -51,7 +51,7 @@ class FakeNats:
 
 def test_connect_urls_join_the_pool_once_with_the_credentials() -> None:
     conn = NatsConnection(ConnectOptions(servers=["nats://u:p@127.0.0.1:4222"]))
-    conn._learn_servers({"connect_urls": ["127.0.0.1:4222", "10.0.0.2:4223"]})
+    learn_servers(conn._addrs, {"connect_urls": ["127.0.0.1:4222", "10.0.0.2:4223"]})
     conn._on_data(b'INFO {"connect_urls":["10.0.0.2:4223","10.0.0.3:4224"]}\r\n')
     assert [(a.host, a.port) for a in conn._addrs] == [
         ("127.0.0.1", 4222),

@@ -53,6 +53,10 @@ class FakeTransport:
         self.subs[sid] = (subject, cb)
         return sid
 
+    def subscribe_raw(self, subject: str, cb: Callable[[bytes, bytes, bytes], None]) -> int:
+        """As the NATS connection's: the callback gets subject and reply as bytes."""
+        return self.subscribe(subject, lambda s, r, p: cb(s.encode(), r.encode(), p))
+
     def unsubscribe(self, sid: int) -> None:
         self.subs.pop(sid, None)
 
@@ -176,7 +180,7 @@ async def test_publish_is_stored_delivered_and_acked(ctx: ServerContext) -> None
     table = dict(protocol_table(ctx, ctx.heartbeats, lambda: False))  # type: ignore[arg-type]
     publish = table["_STAN.pub.test.>"]
     pm = pb.PubMsg(clientID="c1", connID=b"c1", guid="g1", subject="foo", data=b"hello")
-    publish("_STAN.pub.test.foo", "ack.reply", pm.SerializeToString())
+    publish(b"_STAN.pub.test.foo", b"ack.reply", pm.SerializeToString())
     await until(lambda: fake(ctx).to("ack.reply"))
     assert pb.PubAck.FromString(fake(ctx).to("ack.reply")[0]) == pb.PubAck(guid="g1")
     msg = pb.MsgProto.FromString(fake(ctx).to("in.1")[0])
@@ -198,7 +202,7 @@ async def test_publish_is_stored_delivered_and_acked(ctx: ServerContext) -> None
 async def test_invalid_publish_gets_error_puback(ctx: ServerContext, pm: pb.PubMsg) -> None:
     await connect(ctx)
     table = dict(protocol_table(ctx, ctx.heartbeats, lambda: False))  # type: ignore[arg-type]
-    table["_STAN.pub.test.>"]("_STAN.pub.test.foo", "r", pm.SerializeToString())
+    table["_STAN.pub.test.>"](b"_STAN.pub.test.foo", b"r", pm.SerializeToString())
     assert pb.PubAck.FromString(fake(ctx).to("r")[0]).error == ERR_INVALID_PUB_REQ
     assert ctx.channels.get("foo") is None
 
@@ -281,5 +285,3 @@ def test_protocol_table_covers_every_request_subject() -> None:
         "_STAN.subclose.test",
         "_STAN.close.test",
     ]
-
-

@@ -4,7 +4,10 @@ One class, parametrized by store type (tooz-style drivers): whatever the
 server relies on must hold for MEMORY, FILE and SQL (in both caching modes,
 on a real PostgreSQL started by tests/pg.py, skipped when it is not
 installed) alike. Only the byte accounting differs by design (stores.md
-§2.6): FILE counts 40 bytes of record header and index per message.
+§2.6): FILE counts 40 bytes of record header and index per message, and
+with encryption at rest (the ``*_ENC`` variants: MEMORY and FILE with AES,
+SQL with ChaCha) the size counts the 29 bytes of cipher code, nonce and tag
+(MEMORY too, as the Go server, which encrypts in memory).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from nss.stores.base import (
     Store,
     StoreError,
 )
+from nss.stores.crypto import CODE_AES, CODE_CHACHA, StoreCrypto
+from nss.stores.crypto import OVERHEAD as ENC_OVERHEAD
 from nss.stores.file import FileStore
 from nss.stores.memory import MemoryStore
 
@@ -55,10 +60,17 @@ def put(ms: MsgStore, seq: int, ts: int | None = None, data: bytes = b"payload")
     return d
 
 
-@pytest.fixture(params=["MEMORY", "FILE", "SQL", "SQL_NO_CACHING"])
+@pytest.fixture(
+    params=[
+        "MEMORY", "FILE", "SQL", "SQL_NO_CACHING",
+        "MEMORY_ENC", "FILE_ENC", "SQL_ENC", "SQL_NO_CACHING_ENC",
+    ]
+)
 async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
     """``make(**limits)`` opens a store of the parametrized type."""
     kind: str = request.param
+    encrypted = kind.endswith("_ENC")
+    kind = kind.removesuffix("_ENC")
     no_caching = kind == "SQL_NO_CACHING"
     if no_caching:
         kind = "SQL"
@@ -67,13 +79,18 @@ async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     where: dict[int, tuple[StoreLimits, str]] = {}
 
     def open_store(lim: StoreLimits, at: str) -> Store:
+        st: Store
         if kind == "MEMORY":
-            return MemoryStore(lim)
-        if kind == "SQL":
+            st = MemoryStore(lim)
+        elif kind == "SQL":
             from nss.stores.sql import SQLStore
 
-            return SQLStore(lim, SQLOptions("postgres", at, no_caching=no_caching))
-        return FileStore(at, lim, FileOptions(do_sync=False))
+            st = SQLStore(lim, SQLOptions("postgres", at, no_caching=no_caching))
+        else:
+            st = FileStore(at, lim, FileOptions(do_sync=False))
+        if encrypted:
+            st.crypto = StoreCrypto(CODE_CHACHA if kind == "SQL" else CODE_AES, b"contract-key")
+        return st
 
     def factory(per_channel: dict[str, ChannelLimits] | None = None, **limits: object) -> Store:
         lim = StoreLimits(**limits)  # type: ignore[arg-type]
@@ -105,6 +122,8 @@ async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         return rs
 
     factory.kind = kind  # type: ignore[attr-defined]
+    factory.encrypted = encrypted  # type: ignore[attr-defined]
+    factory.overhead = OVERHEAD[kind] + (ENC_OVERHEAD if encrypted else 0)  # type: ignore[attr-defined]
     factory.reopen = reopen  # type: ignore[attr-defined]
     yield factory
     for st in opened:
@@ -124,7 +143,7 @@ class TestStoreContract:
         assert (ms.first_sequence(), ms.last_sequence()) == (1, 5)
         assert [ms.lookup(s) for s in range(1, 6)] == datas
         assert ms.lookup(0) is None and ms.lookup(6) is None
-        ov = OVERHEAD[make.kind]  # type: ignore[attr-defined]
+        ov = make.overhead  # type: ignore[attr-defined]
         assert ms.state() == (5, sum(len(d) + ov for d in datas))
         assert ms.timestamp_of(3) == 3 * SEC and ms.timestamp_of(9) is None
 
@@ -349,3 +368,25 @@ class TestStoreContract:
         st = make(max_msgs=7, per_channel={"x.*": ChannelLimits(max_msgs=3)})
         assert st.channel_limits("x.y").max_msgs == 3
         assert st.channel_limits("z").max_msgs == 7
+
+
+    async def test_restart_reads_back_what_was_stored(self, make: Factory) -> None:
+        """What a reopened store reads from disk or the database is what was
+        stored (decrypted, when encryption is on), empty payloads included;
+        a message stored without encryption stays readable after it is
+        turned on (as in Go)."""
+        st = make()
+        ms = st.create_channel("foo").msgs
+        datas = [put(ms, s, data=b"" if s == 2 else b"m%d" % s) for s in range(1, 6)]
+        await ms.flush()
+        size = ms.state()
+        rs = await make.reopen(st)  # type: ignore[attr-defined]
+        if rs is None:
+            return
+        ms = rs.channels["foo"].channel.msgs
+        assert [ms.lookup(s) for s in range(1, 6)] == datas
+        assert ms.state() == size
+        raw = getattr(ms, "raw_message", None)
+        if make.encrypted and raw is not None:  # type: ignore[attr-defined]
+            assert raw(1) != datas[0] and raw(2) == datas[1]
+            assert b"m1" not in raw(1)

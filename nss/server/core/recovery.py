@@ -38,14 +38,17 @@ def restore_state(rs: RecoveredState, clients: ClientRegistry, channels: Channel
         ch.last_ts = ch.last_activity = ts or 0
         channels.add(ch)
         for rsub in rc.subscriptions:
-            if _restore_sub(clients, ch, rsub.sub, rsub.pending):
+            if restore_sub(clients, ch, rsub.sub, rsub.pending):
                 nsubs += 1
     return nsubs
 
 
-def _restore_sub(
+def restore_sub(
     clients: ClientRegistry, ch: Channel, st: spb.SubState, pending: set[int]
 ) -> bool:
+    """One stored subscription record back into the channel (also the
+    subscriptions of a Go Raft snapshot, which are the same records).
+    False: a ghost, dropped from the store."""
     sub = Subscription(ch)
     sub.id = st.ID
     sub.client_id = st.clientID

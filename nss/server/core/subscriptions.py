@@ -42,9 +42,13 @@ def start_position(
     return first - 1 if first > 0 else 0  # First
 
 
-def _request_start(ch: Channel, req: pb.SubscriptionRequest) -> int:
+def _request_start(ch: Channel, req: pb.SubscriptionRequest, now_ns: int | None) -> int:
     return start_position(
-        ch.msgs, int(req.startPosition), req.startSequence, req.startTimeDelta, time.time_ns()
+        ch.msgs,
+        int(req.startPosition),
+        req.startSequence,
+        req.startTimeDelta,
+        time.time_ns() if now_ns is None else now_ns,
     )
 
 
@@ -93,8 +97,12 @@ def create_or_resume(
     req: pb.SubscriptionRequest,
     ack_inbox: str,
     replace_durable: bool = False,
+    now_ns: int | None = None,
 ) -> Created:
     """Create, or bring back on line, the subscription a request asks for.
+
+    ``now_ns``: the time a start position by time is counted from (the
+    present, unless a request is replayed: nss-migrate's Raft import).
 
     Raises ValueError with the client-facing error, or StoreError (limits,
     store failure); nothing is changed then."""
@@ -103,7 +111,7 @@ def create_or_resume(
         # checked after the channel was created, as Go does (processSub)
         if req.durableName and ":" in req.durableName:
             raise ValueError(ERR_DURABLE_QUEUE_COLON)
-        return _join_queue(ch, client, req, ack_inbox)
+        return _join_queue(ch, client, req, ack_inbox, now_ns)
     if req.durableName:
         key = f"{client.id}-{ch.name}-{req.durableName}"
         existing = ch.durables.get(key)
@@ -121,19 +129,23 @@ def create_or_resume(
         fill(sub, client, req, ack_inbox)
         sub.durable_name = req.durableName
         sub.is_durable = True
-        sub.last_sent = _request_start(ch, req)
+        sub.last_sent = _request_start(ch, req, now_ns)
         _persist_new(sub)
         ch.durables[key] = sub
         return Created(sub, False)
     sub = Subscription(ch)
     fill(sub, client, req, ack_inbox)
-    sub.last_sent = _request_start(ch, req)
+    sub.last_sent = _request_start(ch, req, now_ns)
     _persist_new(sub)
     return Created(sub, False)
 
 
 def _join_queue(
-    ch: Channel, client: Client, req: pb.SubscriptionRequest, ack_inbox: str
+    ch: Channel,
+    client: Client,
+    req: pb.SubscriptionRequest,
+    ack_inbox: str,
+    now_ns: int | None,
 ) -> Created:
     gname = f"{req.durableName}:{req.qGroup}" if req.durableName else req.qGroup
     group = ch.queues.get(gname)
@@ -152,7 +164,7 @@ def _join_queue(
     sub.is_durable = bool(req.durableName)
     # A member joining a group starts with its own lastSent at 0, as in Go
     # (monitoring reports it); the group's position drives delivery.
-    sub.last_sent = 0 if group is not None else _request_start(ch, req)
+    sub.last_sent = 0 if group is not None else _request_start(ch, req, now_ns)
     _persist_new(sub)
     if group is None:
         group = QueueGroup(gname, ch, bool(req.durableName))

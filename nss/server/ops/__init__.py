@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from nss.hot import PublishFastPath
 from nss.server.context import Handler, ServerContext
 from nss.server.ops.close import handle_close
 from nss.server.ops.connect import handle_connect
@@ -53,7 +54,10 @@ def protocol_table(
             if resp is not None:
                 ctx.respond(reply, resp)
 
-    publish = PublishHandler(ctx)
+    handler = PublishHandler(ctx)
+    # the usual publish never reaches the Python handler (nss.hot)
+    publish = PublishFastPath(ctx.clients.by_conn, handler.valid, ctx.io.publish, handler)
+    handler.stats = ctx.publish_stats = publish
     if ctx.partition is not None:
         publish_subjects = [f"{info.Publish}.{name}" for name in ctx.partition.names]
     else:

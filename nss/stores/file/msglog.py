@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import os
 
+from nss.hot import append_msg_record
 from nss.log import get_logger
 from nss.options import ChannelLimits, FileOptions
 from nss.pb import protocol_pb2 as pb
 from nss.stores.base import StoreError
 from nss.stores.file.diskio import close_quietly
 from nss.stores.file.records import (
-    IDX_BODY,
     IDX_REC,
     IDX_REC_SIZE,
     MSG_OVERHEAD,
-    REC_HDR,
     REC_HEADER_SIZE,
-    U32,
     VERSION_SIZE,
     open_file,
 )
@@ -134,17 +132,9 @@ class SliceLog(SliceFiles):
                 sl = self._roll()
         except OSError as e:
             raise StoreError(str(e)) from e
-        # the record, inline: this runs for every message
         n = len(data)
         off = self.w_off
-        crc = self.crc
-        wbuf = self.wbuf
-        wbuf += REC_HDR.pack(n, crc(data))
-        wbuf += data
-        body = IDX_BODY.pack(seq, off, ts, n)
-        ibuf = self.ibuf
-        ibuf += body
-        ibuf += U32.pack(crc(body))
+        append_msg_record(self.wbuf, self.ibuf, seq, off, ts, data, self.crc_poly)
         self.w_off = off + REC_HEADER_SIZE + n
         if sl.count == 0:
             sl.base = sl.first_seq = seq

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from nss.log import get_logger
 from nss.options import ChannelLimits
 from nss.stores.base import MsgStore, StoreError
+from nss.stores.crypto import DecryptError
 from nss.stores.file.msglog import SliceLog
 from nss.stores.file.records import parse_slice_name
 from nss.stores.file.recovery import SliceRecovery
@@ -48,7 +49,9 @@ class FileMsgStore(MsgStore):
         ml = self._msglog
         if seq <= ml.last:
             return
-        ml.append(seq, timestamp, data)
+        # encrypted on disk only: the cache keeps plaintext for delivery
+        cipher = self.cipher
+        ml.append(seq, timestamp, data if cipher is None else cipher.seal_msg(data))
         self._cache[seq] = data
         self._cache_bytes += len(data)
         self._shared.cache_total += len(data)
@@ -196,6 +199,8 @@ class FileMsgStore(MsgStore):
         payloads = self._msglog.read(seq)
         if not payloads:
             return None
+        if self.cipher is not None:
+            payloads = self._open_all(seq, payloads)
         cache = self._cache
         for i, payload in enumerate(payloads):
             s = seq + i
@@ -207,6 +212,31 @@ class FileMsgStore(MsgStore):
             self._cache_drop(self._cache_max)
         self._shared.cache_touch(self)
         return payloads[0]
+
+    def _open_all(self, seq: int, payloads: list[bytes]) -> list[bytes]:
+        """Decrypt what was read from ``seq`` on; a record that does not
+        authenticate is reported like a CRC error (file and offset) and
+        never served, nor is what follows it in this read."""
+        assert self.cipher is not None
+        open_msg = self.cipher.open_msg
+        out: list[bytes] = []
+        for i, p in enumerate(payloads):
+            try:
+                out.append(open_msg(p))
+            except DecryptError as e:
+                if i:
+                    break
+                where = self._msglog.locate(seq)
+                at = f' in "{where[0]}" at offset {where[1]}' if where else ""
+                raise DecryptError(
+                    f"unable to decrypt record for sequence {seq}{at}: {e}"
+                ) from None
+        return out
+
+    def raw_message(self, seq: int) -> bytes | None:
+        """The record of ``seq`` as stored (encrypted), read from disk."""
+        payloads = self._msglog.read(seq)
+        return payloads[0] if payloads else None
 
     def _uncache(self, seq: int) -> None:
         d = self._cache.pop(seq, None)

@@ -15,12 +15,19 @@ import os
 import re
 import struct
 import sys
-import zlib
 from array import array
 from collections.abc import Callable
 from operator import itemgetter
 
-from nss.pb.wire import encode_varint
+from nss.hot.framing import (  # noqa: F401 - the FILE format's names, used from here
+    IDX_BODY,
+    IEEE_POLY,
+    REC_HDR,
+    U32,
+    CrcFunc,
+    encode_id_seq,
+    make_crc,
+)
 from nss.stores.base import StoreError
 
 FILE_VERSION = 1
@@ -33,7 +40,6 @@ IDX_REC_SIZE = 32
 # in the .dat file plus the index record (FILE byte accounting, §2.6).
 MSG_OVERHEAD = REC_HEADER_SIZE + IDX_REC_SIZE
 
-IEEE_POLY = 0xEDB88320
 
 # Record types of the typed logs.
 SUB_REC_NEW = 1
@@ -44,41 +50,12 @@ SUB_REC_MSG = 5
 CLI_REC_ADD = 1
 CLI_REC_DEL = 2
 
-REC_HDR = struct.Struct("<II")
 IDX_REC = struct.Struct("<QQqII")
-IDX_BODY = struct.Struct("<QQqI")  # the 28 bytes covered by the index CRC
 _IDX_BODY_ONLY = struct.Struct("<28s4x")
-U32 = struct.Struct("<I")
 
 _LITTLE = sys.byteorder == "little"
 _first = itemgetter(0)
 
-CrcFunc = Callable[[bytes | bytearray | memoryview], int]
-
-
-def make_crc(poly: int) -> CrcFunc:
-    """CRC-32 over a buffer with Go's ``crc32.MakeTable(poly)`` semantics.
-
-    The default (IEEE, reflected 0xEDB88320) is zlib's, which is C speed;
-    other polynomials get a table-driven pure Python version, slow but only
-    used by people who changed ``file_crc_poly``."""
-    if poly == IEEE_POLY:
-        return zlib.crc32
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ poly if c & 1 else c >> 1
-        table.append(c)
-    tab = tuple(table)
-
-    def crc(data: bytes | bytearray | memoryview) -> int:
-        c = 0xFFFFFFFF
-        for b in bytes(data):
-            c = tab[(c ^ b) & 0xFF] ^ (c >> 8)
-        return c ^ 0xFFFFFFFF
-
-    return crc
 
 
 def frame(header: int, payload: bytes, crc: CrcFunc) -> bytes:
@@ -309,17 +286,6 @@ def parse_slice_name(name: str) -> int | None:
     if not _SLICE_NAME.fullmatch(mid):
         raise StoreError(f"message log has an invalid name: {name}")
     return int(mid)
-
-
-def encode_id_seq(sub_id: int, seq: int) -> bytes:
-    """``SubStateUpdate{ID, seqno}`` (or ``SubStateDelete{ID}`` with seq 0)
-    exactly as gogo-protobuf marshals it: zero fields are omitted."""
-    out = b""
-    if sub_id:
-        out = b"\x08" + encode_varint(sub_id) if sub_id > 0x7F else bytes((8, sub_id))
-    if seq:
-        out += b"\x10" + encode_varint(seq) if seq > 0x7F else bytes((16, seq))
-    return out
 
 
 def decode_id_seq(data: bytes) -> tuple[int, int] | None:

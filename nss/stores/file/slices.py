@@ -227,6 +227,7 @@ class SliceFiles:
         self.dir = directory
         o = shared.opts
         self.crc = shared.crc
+        self.crc_poly = shared.opts.crc_poly
         self.do_crc = o.do_crc
         self.do_sync = o.do_sync
         self.bufsize = o.buffer_size
@@ -354,6 +355,17 @@ class SliceFiles:
             if sl.first_seq <= seq <= sl.last_seq:
                 return sl
         return None
+
+    def locate(self, seq: int) -> tuple[str, int] | None:
+        """(data file, record offset) of ``seq``, for error messages."""
+        sl = self._slice_for(seq)
+        pos = sl.pos(seq) if sl is not None else -1
+        if sl is None or pos < 0:
+            return None
+        idx = self._read_idx(sl, pos, 1)
+        if len(idx) < IDX_REC_SIZE:
+            return None
+        return sl.dat_path, IDX_REC.unpack_from(idx, 0)[1]
 
     def _read_idx(self, sl: Slice, pos: int, n: int) -> bytes:
         """Index records ``[pos, pos + n)`` of ``sl`` (fewer at its end),

@@ -31,6 +31,7 @@ from nss.stores.base import (
     Store,
     StoreError,
 )
+from nss.stores.crypto import attach
 from nss.stores.file.diskio import raise_nofile_limit
 from nss.stores.file.lock import FileLock
 from nss.stores.file.msgs import FileMsgStore
@@ -153,6 +154,7 @@ class FileStore(Store):
             return None
         clients = self._clients.recover()
         recovered = self._recover_channels(sorted(names))
+        attach(self.crypto, (rc.channel for rc in recovered.values()))
         return RecoveredState(info=info, clients=clients, channels=recovered)
 
     def _recover_channels(self, names: list[str]) -> dict[str, RecoveredChannel]:

@@ -8,6 +8,7 @@ import time
 
 from google.protobuf.message import DecodeError
 
+from nss.hot import sub_record
 from nss.log import get_logger
 from nss.options import ChannelLimits
 from nss.pb import spb_pb2 as spb
@@ -54,6 +55,7 @@ class FileSubStore(SubStore):
         self.name = name
         self.path = os.path.join(directory, SUBS_FILE)
         self._crc = shared.crc
+        self._crc_poly = shared.opts.crc_poly
         self._opts = shared.opts
         self._bufsize = shared.opts.buffer_size
         self._fd = -1
@@ -132,7 +134,7 @@ class FileSubStore(SubStore):
                 self._compact()
 
     def add_seq_pending(self, sub_id: int, seq: int) -> None:
-        self._record(SUB_REC_MSG, encode_id_seq(sub_id, seq))
+        self._append(sub_record(SUB_REC_MSG, sub_id, seq, self._crc_poly))
         self._num_recs += 1
         st = self._subs.get(sub_id)
         if st is not None:
@@ -141,7 +143,7 @@ class FileSubStore(SubStore):
             self._pending[sub_id].add(seq)
 
     def ack_seq_pending(self, sub_id: int, seq: int) -> None:
-        self._record(SUB_REC_ACK, encode_id_seq(sub_id, seq))
+        self._append(sub_record(SUB_REC_ACK, sub_id, seq, self._crc_poly))
         self._del_recs += 1
         p = self._pending.get(sub_id)
         if p is not None:
@@ -183,7 +185,9 @@ class FileSubStore(SubStore):
     # -- internals ---------------------------------------------------------
 
     def _record(self, rtype: int, payload: bytes) -> None:
-        rec = REC_HDR.pack((rtype << 24) | len(payload), self._crc(payload)) + payload
+        self._append(REC_HDR.pack((rtype << 24) | len(payload), self._crc(payload)) + payload)
+
+    def _append(self, rec: bytes) -> None:
         self._file_size += len(rec)
         self._buf += rec
         if self._bufsize == 0 or len(self._buf) >= self._bufsize:

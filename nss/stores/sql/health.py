@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import TextClause
 
 from nss.log import get_logger
+from nss.stores.base import StoreError
 
 _log = get_logger()
 
@@ -58,8 +59,13 @@ def explain_wait(waits: Waits) -> str:
 class Health:
     """The store's database, as the store last found it."""
 
-    def __init__(self, diagnose: Callable[[int], Waits] | None) -> None:
-        self.ok = True
+    def __init__(
+        self,
+        diagnose: Callable[[int], Waits] | None,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._ok = True
+        self._on_change = on_change
         self.last_error = ""
         self.stalled = False
         self.writer_pid = 0  # PostgreSQL backend of the writer's connection
@@ -67,6 +73,22 @@ class Health:
         self._lost_at = 0.0
         self._server = ""  # host:port that took the last commit
         self._reached_logged = ""
+
+    @property
+    def ok(self) -> bool:
+        return self._ok
+
+    @ok.setter
+    def ok(self, value: bool) -> None:
+        if value is not self._ok:
+            self._ok = value
+            if self._on_change is not None:
+                self._on_change(value)
+
+    def check(self) -> None:
+        """StoreError while the database takes no writes."""
+        if not self._ok:
+            raise StoreError(f"sql: database unavailable: {self.last_error}")
 
     def lost(self, error: str) -> None:
         """A statement failed for want of a usable database."""

@@ -23,6 +23,7 @@ from typing import Any
 from nss.log import get_logger
 from nss.options import ChannelLimits
 from nss.stores.base import MsgStore, StoreError
+from nss.stores.crypto import DecryptError
 from nss.stores.sql.context import StoreServices
 from nss.stores.sql.journal import Batch
 
@@ -87,7 +88,8 @@ class SQLMsgStore(MsgStore):
         self._new.append(seq)
         self._last = seq
         self._count += 1
-        self._bytes += n
+        # bytes count what the database holds (encrypted, when it is)
+        self._bytes += n if self.cipher is None else self.cipher.sealed_size(data)
         st.mark_msgs(self)
         if self._count > self.over_msgs or self._bytes > self.over_bytes:
             self.apply_limits(self._count, self._bytes)
@@ -106,8 +108,10 @@ class SQLMsgStore(MsgStore):
         """(timestamp, size) of the oldest message."""
         s = self._first
         e = self._recent.get(s)
-        if e is None:
-            e = self._ra.get(s)
+        if e is not None:
+            return e[0], self._size(e[1])
+        # read back (decrypted): its stored size is in the head window
+        e = self._ra.get(s) if self.cipher is None else None
         if e is not None:
             return e[0], len(e[1])
         head = self._head
@@ -126,6 +130,10 @@ class SQLMsgStore(MsgStore):
                 return 0, 0
         return head[0][1], head[0][2]
 
+    def _size(self, data: bytes) -> int:
+        """Stored size of a message this process stored (in ``_recent``)."""
+        return len(data) if self.cipher is None else self.cipher.sealed_size(data)
+
     def _drop_first(self, meta: tuple[int, int] | None = None) -> None:
         s = self._first
         new = self._new
@@ -133,8 +141,8 @@ class SQLMsgStore(MsgStore):
             # never handed to a transaction: just forget it (as Go's cache)
             new.popleft()
             e = self._recent.pop(s)
-            size = len(e[1])
-            self._recent_bytes -= size
+            self._recent_bytes -= len(e[1])
+            size = self._size(e[1])
             if self._mark is not None and s <= self._mark[1]:
                 self._dropped.append((s, e))
         else:
@@ -245,7 +253,13 @@ class SQLMsgStore(MsgStore):
             return
         if self._new:
             recent = self._recent
-            rows = [(s, *recent[s]) for s in self._new]
+            cipher = self.cipher
+            if cipher is None:
+                rows = [(s, *recent[s]) for s in self._new]
+            else:
+                # sealed once per flush; the cache keeps plaintext
+                seal = cipher.seal_msg
+                rows = [(s, recent[s][0], seal(recent[s][1])) for s in self._new]
             self._new.clear()
             batch.msgs.setdefault(self.cid, []).extend(rows)
             batch.committed[self] = rows[-1][0]
@@ -318,9 +332,20 @@ class SQLMsgStore(MsgStore):
         ra: dict[int, tuple[int, bytes]] = {}
         total = 0
         end = 0
+        cipher = self.cipher
         for r in rows:
             s = int(r[0])
             data = bytes(r[2]) if r[2] is not None else b""
+            if cipher is not None:
+                try:
+                    data = cipher.open_msg(data)
+                except DecryptError as e:
+                    # like a CRC error: reported with its row, never served
+                    _log.error(
+                        f'Error looking up message {s} on channel "{self.name}": unable to '
+                        f"decrypt row Messages(id={self.cid}, seq={s}): {e}"
+                    )
+                    break
             ra[s] = (int(r[1]), data)
             end = s + 1
             total += len(data)
@@ -340,6 +365,17 @@ class SQLMsgStore(MsgStore):
             lambda c: c.execute(stmt, {"id": self.cid, "seq": first_seq, "n": n}).all()
         )
         self._fill_ra(rows)
+
+    def raw_message(self, seq: int) -> bytes | None:
+        """The row of ``seq`` as stored (encrypted)."""
+        row = self._store.read(
+            lambda c: c.execute(
+                self._store.stmts.lookup_range, {"id": self.cid, "seq": seq, "n": 1}
+            ).first()
+        )
+        if row is None or int(row[0]) != seq or row[2] is None:
+            return None
+        return bytes(row[2])
 
     def timestamp_of(self, seq: int) -> int | None:
         if seq < self._first or seq > self._last or seq <= 0:

@@ -65,6 +65,7 @@ from nss.log import get_logger
 from nss.options import ChannelLimits, SQLOptions, StoreLimits
 from nss.pb import spb_pb2 as spb
 from nss.stores.base import ChannelStore, RecoveredState, Store, StoreError
+from nss.stores.crypto import attach
 from nss.stores.sql.db import (
     backend_pid,
     err_text,
@@ -126,7 +127,7 @@ class SQLStore(Store):
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="nss-sql-reader")
         self._wengine, self._rengine = make_engines(self.target, opts.max_open_conns)
         waits = partial(pg_waits, self._rengine, self.stmts.backend_wait)
-        self._health = Health(waits if self.postgres else None)
+        self._health = Health(waits if self.postgres else None, self._availability)
         self._lock = SQLLock(self._wengine, self.stmts, opts.lock_steal_after)
         try:
             with self._wengine.connect() as c:
@@ -169,11 +170,11 @@ class SQLStore(Store):
         unreachable, a commit stalled or this server was fenced off."""
         if self._lock.fenced:
             raise StoreError(self._lock.lost_reason or ERR_LOCK_LOST)
-        self._check_available()
+        self._health.check()
 
-    def _check_available(self) -> None:
-        if not self._health.ok:
-            raise StoreError(f"sql: database unavailable: {self._health.last_error}")
+    def _availability(self, ok: bool) -> None:
+        if self.on_availability is not None:
+            self.on_availability(ok)
 
     def schedule_idle_flush(self) -> None:
         """Commit changes made outside a server batch (expiry, timers) soon,
@@ -213,7 +214,7 @@ class SQLStore(Store):
             if self._lock.fenced:
                 raise StoreError(ERR_LOCK_LOST)
             if not force:
-                self._check_available()
+                self._health.check()
             batch, retry = self._journal.take()
             if batch.empty():
                 self._after_commit(batch)
@@ -312,7 +313,7 @@ class SQLStore(Store):
 
     def read(self, fn: Callable[[Connection], T]) -> T:
         """A synchronous read on the autocommit connection (loop thread)."""
-        self._check_available()
+        self._health.check()
         try:
             with self._rengine.connect() as c:
                 return fn(c)
@@ -323,7 +324,7 @@ class SQLStore(Store):
 
     async def aread(self, fn: Callable[[Connection], T]) -> T:
         """``read`` on the reader thread, for prefetching off the loop."""
-        self._check_available()
+        self._health.check()
 
         def run() -> T:
             with self._rengine.connect() as c:
@@ -477,6 +478,7 @@ class SQLStore(Store):
         if found.max_channel_id:
             self.max_sub_id = found.max_sub_id
             self._to_purge = found.to_purge
+        attach(self.crypto, (rc.channel for rc in found.state.channels.values()))
         for name, rc in found.state.channels.items():
             self.channels[name] = rc.channel
         return found.state

@@ -1,0 +1,173 @@
+"""The per-message byte work in Python: what ``nss.hot`` uses where the
+compiled module was not built (no C compiler) or ``NSS_PURE=1`` asks for it.
+
+It gives the same bytes and the same answers as ``_compiled.pyx``; the
+tests run both. The decoders use the protobuf library (upb, in C) and, like
+the compiled ones, return None for what they do not take (the caller then
+decodes the message the long way and judges it as before)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from nss.hot.framing import IDX_BODY, REC_HDR, U32, CrcFunc, encode_id_seq, make_crc
+from nss.nats.parser import Parser
+from nss.pb import protocol_pb2 as pb
+
+__all__ = [
+    "AckHandler",
+    "Parser",
+    "PublishFastPath",
+    "append_msg_record",
+    "append_pub",
+    "append_pubacks",
+    "crc32",
+    "decode_ack",
+    "decode_pubmsg",
+    "encode_msgproto",
+    "encode_puback",
+    "sub_record",
+]
+
+_PubMsg = pb.PubMsg
+_Ack = pb.Ack
+_MsgProto = pb.MsgProto
+_PubAck = pb.PubAck
+
+
+def decode_pubmsg(payload: bytes) -> tuple[str, str, str, str, bytes, bytes] | None:
+    try:
+        m = _PubMsg.FromString(payload)
+    except DecodeError:
+        return None
+    return m.clientID, m.guid, m.subject, m.reply, m.data, m.connID
+
+
+def decode_ack(payload: bytes) -> tuple[str, int] | None:
+    try:
+        m = _Ack.FromString(payload)
+    except DecodeError:
+        return None
+    return m.subject, m.sequence
+
+
+def encode_msgproto(seq: int, subject: str, reply: str, data: bytes, ts: int) -> bytes:
+    return _MsgProto(
+        sequence=seq, subject=subject, reply=reply, data=data, timestamp=ts
+    ).SerializeToString()
+
+
+def encode_puback(guid: str, error: str = "") -> bytes:
+    if not error:
+        g = guid.encode()
+        n = len(g)
+        if 0 < n < 0x80:
+            return b"\x0a" + bytes((n,)) + g
+    return _PubAck(guid=guid, error=error).SerializeToString()
+
+
+def append_pub(buf: bytearray, subject: str, reply: str, payload: bytes) -> None:
+    if reply:
+        buf += f"PUB {subject} {reply} {len(payload)}\r\n".encode()
+    else:
+        buf += f"PUB {subject} {len(payload)}\r\n".encode()
+    buf += payload
+    buf += b"\r\n"
+
+
+@lru_cache(maxsize=4)
+def _crc_func(poly: int) -> CrcFunc:
+    return make_crc(poly)
+
+
+def crc32(data: bytes | bytearray | memoryview, poly: int) -> int:
+    return _crc_func(poly)(data)
+
+
+def append_msg_record(
+    wbuf: bytearray, ibuf: bytearray, seq: int, offset: int, ts: int, data: bytes, poly: int
+) -> None:
+    crc = _crc_func(poly)
+    n = len(data)
+    wbuf += REC_HDR.pack(n, crc(data))
+    wbuf += data
+    body = IDX_BODY.pack(seq, offset, ts, n)
+    ibuf += body
+    ibuf += U32.pack(crc(body))
+
+
+def sub_record(rtype: int, sub_id: int, seq: int, poly: int) -> bytes:
+    payload = encode_id_seq(sub_id, seq)
+    return REC_HDR.pack((rtype << 24) | len(payload), _crc_func(poly)(payload)) + payload
+
+
+def append_pubacks(buf: bytearray, pubacks: list[tuple[str, str, Any, str]]) -> None:
+    for reply, guid, part, error in pubacks:
+        if not error and part is not None:
+            error = part.error
+        append_pub(buf, reply, "", encode_puback(guid, error))
+
+
+class AckHandler:
+    """The raw NATS callback of one subscription's ack inbox (as the
+    compiled one): an Ack of the subscription's channel goes to
+    ``on_ack(sub, seq)``; anything else to ``on_other(sub, payload)``."""
+
+    __slots__ = ("channel", "on_ack", "on_other", "sub")
+
+    def __init__(
+        self,
+        sub: Any,
+        channel: str,
+        on_ack: Callable[[Any, int], None],
+        on_other: Callable[[Any, bytes], None],
+    ) -> None:
+        self.sub = sub
+        self.channel = channel
+        self.on_ack = on_ack
+        self.on_other = on_other
+
+    def __call__(self, _subject: bytes, _reply: bytes, payload: bytes) -> None:
+        ack = decode_ack(payload)
+        if ack is None or ack[0] != self.channel:
+            self.on_other(self.sub, payload)
+        else:
+            self.on_ack(self.sub, ack[1])
+
+
+class PublishFastPath:
+    """The raw NATS callback of the publish subject (as the compiled one):
+    the usual publish goes to ``publish(fields, reply)``, everything else to
+    ``other(subject, reply, payload)``."""
+
+    __slots__ = ("by_conn", "in_bytes", "in_msgs", "other", "publish", "valid")
+    raw = True
+
+    def __init__(
+        self,
+        by_conn: dict[bytes, Any],
+        valid: set[str],
+        publish: Callable[[tuple[str, str, str, str, bytes, bytes], str], None],
+        other: Callable[[bytes, bytes, bytes], None],
+    ) -> None:
+        self.by_conn = by_conn
+        self.valid = valid
+        self.publish = publish
+        self.other = other
+        self.in_msgs = 0
+        self.in_bytes = 0
+
+    def __call__(self, subject: bytes, reply: bytes, payload: bytes) -> None:
+        pm = decode_pubmsg(payload)
+        if pm is not None:
+            conn_id = pm[5]
+            if pm[1] and conn_id and pm[2] in self.valid and conn_id in self.by_conn:
+                self.in_msgs += 1
+                self.in_bytes += len(payload)
+                self.publish(pm, reply.decode() if reply else "")
+                return
+        self.other(subject, reply, payload)
