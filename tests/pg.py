@@ -63,11 +63,22 @@ def _free_port() -> int:
 
 class PgServer:
     """One PostgreSQL cluster: ``start``/``stop`` can be called repeatedly
-    (the lost-database tests stop it under a running store)."""
+    (the lost-database tests stop it under a running store).
 
-    def __init__(self, bindir: Path) -> None:
+    ``settings`` are passed as ``-c name=value`` at every start; with
+    ``base_backup_of`` the data directory is a ``pg_basebackup -R`` copy of
+    that (running) server instead of a fresh ``initdb``: a streaming
+    standby, see :func:`replicated_pair`."""
+
+    def __init__(
+        self,
+        bindir: Path,
+        settings: dict[str, str] | None = None,
+        base_backup_of: PgServer | None = None,
+    ) -> None:
         self.bindir = bindir
         self.port = _free_port()
+        self.settings = dict(settings or {})
         self.tmp = Path(tempfile.mkdtemp(prefix="nss-pg-"))
         self.data = self.tmp / "data"
         self.log = self.tmp / "server.log"
@@ -77,6 +88,27 @@ class PgServer:
             pw = pwd.getpwnam("postgres")
             os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
             os.chmod(self.tmp, 0o700)
+        if base_backup_of is not None:
+            src = base_backup_of
+            # -R: standby.signal and primary_conninfo, so it starts as a
+            # streaming standby of src; -X stream: the WAL written meanwhile
+            self._run(
+                "pg_basebackup",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(src.port),
+                "-U",
+                "postgres",
+                "-D",
+                str(self.data),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            )
+            return
         self._run(
             "initdb",
             "-D",
@@ -106,10 +138,16 @@ class PgServer:
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.tmp}"
             " -c fsync=on -c max_connections=200"
         )
+        for k, v in self.settings.items():
+            opts += f" -c {k}={v}"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def promote(self) -> None:
+        """A standby becomes a primary (returns once it accepts writes)."""
+        self._run("pg_ctl", "-D", str(self.data), "-w", "promote")
 
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
@@ -136,6 +174,12 @@ class PgServer:
         with psycopg.connect(self.dsn(dbname), autocommit=True) as c:
             c.execute(sql)  # type: ignore[arg-type]
 
+    def query(self, sql: str, dbname: str = "postgres") -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(self.dsn(dbname), autocommit=True) as c:
+            return list(c.execute(sql).fetchall())  # type: ignore[arg-type]
+
     def create_db(self, name: str, schema: bool = True) -> str:
         """A fresh database (dropped first if it exists), with the nss schema."""
         self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -154,6 +198,57 @@ class PgServer:
         with psycopg.connect(self.dsn(dbname), autocommit=True) as c:
             for stmt in split_sql("\n".join(lines)):
                 c.execute(stmt)  # type: ignore[arg-type]
+
+
+def replicated_pair(bindir: Path, timeout: float = 30) -> tuple[PgServer, PgServer]:
+    """A primary and a synchronous streaming standby of it, both running.
+
+    The primary waits at every commit until the standby has the commit's
+    WAL on disk (``synchronous_commit=on`` with the standby named in
+    ``synchronous_standby_names``): once nss acknowledges a message it is on
+    both servers. The standby is started without
+    ``synchronous_standby_names``, so that once promoted it commits alone
+    (the primary is gone; nothing could confirm its commits)."""
+    primary = PgServer(
+        bindir,
+        {
+            "synchronous_standby_names": "replica1",
+            "synchronous_commit": "on",
+            "wal_level": "replica",
+        },
+    )
+    standby: PgServer | None = None
+    try:
+        primary.start()
+        _wait_ready(primary, timeout)
+        # cluster_name is the standby's application_name on the primary
+        standby = PgServer(bindir, {"cluster_name": "replica1"}, base_backup_of=primary)
+        standby.start()
+        deadline = time.monotonic() + timeout
+        while primary.query(
+            "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'replica1'"
+        ) != [("sync",)]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the standby did not become a synchronous standby")
+            time.sleep(0.05)
+    except BaseException:
+        if standby is not None:
+            standby.destroy()
+        primary.destroy()
+        raise
+    return primary, standby
+
+
+def _wait_ready(srv: PgServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            srv.admin("SELECT 1")
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def split_sql(text: str) -> list[str]:
@@ -202,15 +297,7 @@ def pg_server() -> Iterator[PgServer]:
     srv = PgServer(bindir)
     try:
         srv.start()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                srv.admin("SELECT 1")
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        _wait_ready(srv, 20)
         yield srv
     finally:
         srv.destroy()

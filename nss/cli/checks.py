@@ -40,8 +40,12 @@ def check_supported(opts: Options) -> None:
         raise UsageError("stan: channels partitioning in clustering mode is not supported")
     if st.cluster.clustered:
         raise UsageError(
-            "Raft clustering (--clustered) is not supported by nss; "
-            "use fault tolerance (--ft_group) or NATS routes (--cluster/--routes)"
+            "Raft clustering (--clustered) is not supported by nss; move a clustered "
+            "node's data with nss-migrate (nss-migrate --from file:///path/to/datastore "
+            "--raft-log /path/to/raft --to file:///new/datastore or --to "
+            "postgresql://user@host/db), then run an FT group (--ft_group): on a FILE "
+            "store on shared storage, or on PostgreSQL with a synchronous standby when "
+            'there is no shared disk (README, "High availability on PostgreSQL")'
         )
     if st.ft_group:
         if store not in ("FILE", "SQL"):

@@ -90,6 +90,10 @@ class PublishBatch:
         # store flush latency, read by /metrics (nss_store_flush_seconds)
         self.flush_latency = LatencyHistogram()
 
+    def refuse(self, guid: str, reply: str, error: str) -> None:
+        """An error PubAck at once, for a publish never queued."""
+        self._send(reply, encode_puback(guid, error))
+
     def add_publish(self, subject: str, guid: str, msg_reply: str, data: bytes, reply: str) -> None:
         """Assign the next sequence of ``subject`` and append the message."""
         known = self._subjects.get(subject)

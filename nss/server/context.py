@@ -25,7 +25,7 @@ from nss.server.core.subscriptions import Removal, take_offline
 from nss.server.delivery import Deliverer
 from nss.server.io import IOPath
 from nss.server.partitions import Partition
-from nss.stores.base import Store
+from nss.stores.base import Store, StoreError
 
 # Partitioning: how long a publish or subscribe waits for its client's connect.
 PARTITION_CLIENT_WAIT = 1.0
@@ -87,6 +87,7 @@ class ServerContext:
         )
         batch.send_pubacks = getattr(conn, "publish_pubacks", None)
         self.io = IOPath(batch, opts.io_batch_size, opts.io_sleep_time, log)
+        store.on_availability = self._store_availability
         self.deliverer.deliver_later = self.io.deliver_later
         self.expiry = ChannelExpiry(channels, store, self.io, log)
         # set by the server once the heartbeat timers exist (ops.heartbeat)
@@ -95,6 +96,18 @@ class ServerContext:
         self.closed = False
         # counts the messages published (nss.hot.PublishFastPath)
         self.publish_stats: Any = None
+
+    def _store_availability(self, ok: bool) -> None:
+        """The store stopped (or resumed) taking writes: publishes are
+        refused at once meanwhile (``IOPath.refusal``)."""
+        self.io.refusal = None if ok else self._store_refusal
+
+    def _store_refusal(self) -> str:
+        try:
+            self.store.check_writable()
+        except StoreError as e:
+            return str(e)
+        return ""
 
     @property
     def in_msgs(self) -> int:

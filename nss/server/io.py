@@ -36,6 +36,9 @@ class IOPath:
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # set while the store takes no write: what to answer publishes with
+        # ("" once it takes writes again)
+        self.refusal: Callable[[], str] | None = None
         # while the task is parked on an empty queue: how many more publishes
         # and acks may go straight into the batch (see ``publish``)
         self._open = 0
@@ -48,6 +51,14 @@ class IOPath:
 
     def publish(self, pm: tuple[str, str, str, str, bytes, bytes], reply: str) -> None:
         """Queue a decoded PubMsg (clientID, guid, subject, reply, data, connID)."""
+        if self.refusal is not None:
+            err = self.refusal()
+            if err:
+                # the store takes no write now (e.g. the database holds a
+                # commit): answered at once, not queued behind that commit
+                if reply:
+                    self.batch.refuse(pm[1], reply, err)
+                return
         if self._open and not self._q:
             # the I/O task is parked: nothing is ahead of this publish, so it
             # goes straight into the batch the task commits when it wakes

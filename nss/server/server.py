@@ -211,7 +211,7 @@ class StanServer:
         lock = self.store.lock()
         if lock is None:  # the options check refuses this before anything starts
             raise StartupError("ft: only FILE or SQL stores supported in FT mode")
-        self.ft = FTLoop(
+        self.ft = ft = FTLoop(
             self.conn,
             s.cluster_id,
             s.ft_group,
@@ -226,7 +226,7 @@ class StanServer:
             log=self.log,
         )
         # a store that finds itself deposed while writing stops us at once
-        lock.on_lost = self.ft.notice_lock_lost
+        lock.on_lost = lambda: ft.notice_lock_lost(lock.lost_reason)
         if self.monitor is not None:
             self.monitor.set_ready()
         self.ft.start()

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -330,6 +330,16 @@ class Store(ABC):
         a standalone FILE server); the same object on every call. None: the
         store cannot be shared (MEMORY, or SQL opened without FT)."""
         return None
+
+    # Told (on the event loop) when the store stops taking writes (False:
+    # SQL database lost, a commit held) and takes them again (True); the
+    # server then answers publishes at once with ``check_writable``'s error
+    # rather than queueing them behind a held commit.
+    on_availability: Callable[[bool], None] | None = None
+
+    def check_writable(self) -> None:
+        """StoreError when the store refuses every write for now (SQL:
+        database unreachable, a commit stalled, fenced off)."""
 
     @abstractmethod
     def init(self, info: spb.ServerInfo) -> None: ...

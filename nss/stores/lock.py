@@ -21,7 +21,9 @@ class StoreLock(ABC):
     # Called (from any thread) the first time the store finds, while
     # writing, that another server owns it: a store that fences its writes
     # (SQL) knows before the next ``check``, and the server stops at once.
+    # ``lost_reason`` then says why, in the store's words.
     on_lost: Callable[[], None] | None = None
+    lost_reason: str = ""
 
     @abstractmethod
     def acquire(self) -> bool:

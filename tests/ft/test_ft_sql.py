@@ -99,3 +99,22 @@ async def test_postgres_restart_under_an_ft_group(
     # "during" may have been stored later (at-least-once); every acked one is there once
     assert [d for d in got if d != b"during"] == acked
     await c.close()
+
+
+async def test_active_stops_when_the_database_lost_its_commits(
+    group: Any, pg_server: Any
+) -> None:
+    """What a promoted asynchronous standby looks like to the active: the
+    StoreLock row still names it, with a tick behind the last one it
+    committed. The active must stop, saying why, rather than serve over
+    the lost messages."""
+    a = group()
+    a.wait_for_line(READY_LINE, timeout=15)
+    c = await StanClient.connect(group.nats.url, "c1")
+    await c.publish("x", b"1")
+    dbname = group.backend.dsn.split("dbname=")[1].split()[0]
+    pg_server.admin("UPDATE StoreLock SET tick = tick - 5", dbname)
+    assert await asyncio.to_thread(a.proc.wait, 10) != 0
+    line = a.wait_for_line("ft: lost store lock, aborting: sql: the database lost commits", 1)
+    assert "StoreLock tick" in line and "not synchronous" in line
+    await c.drop()

@@ -879,6 +879,54 @@ async def test_lock_protocol_and_fencing(opener: Opener, dsn: str) -> None:
     assert time.monotonic() - t0 < 1.0
 
 
+async def test_fence_refuses_a_database_that_lost_commits(opener: Opener, dsn: str) -> None:
+    """After a PostgreSQL fail-over to a standby that had not received
+    everything, the StoreLock row still names the active but its tick is
+    behind the active's last commit: the store must stop (fenced, lock-lost
+    notice with the reason) rather than serve on over lost messages."""
+    a = opener(ft=True)
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, a.lock().acquire)
+    a.recover()
+    ch = a.create_channel("ft")
+    for i in (1, 2, 3):
+        ch.msgs.store(i, i, msg(i, i))
+        await a.flush()
+    assert await loop.run_in_executor(None, a.lock().check)
+    # every commit moved the tick, so the one the database holds is a
+    # watermark of what it has of ours
+    (tick,) = rows(dsn, "SELECT tick FROM StoreLock")[0]
+    assert tick >= 5
+    # what a promoted asynchronous standby looks like: the last commits gone
+    rows(dsn, "UPDATE StoreLock SET tick = tick - 2")
+    rows(dsn, "DELETE FROM Messages WHERE seq = 3")
+    lost: list[bool] = []
+    a.lock().on_lost = lambda: lost.append(True)
+    ch.msgs.store(4, 4, msg(4, 4))
+    with pytest.raises(StoreError, match="the database lost commits of this server"):
+        await a.flush()
+    assert a.fenced and lost == [True]
+    assert "not synchronous" in a.lock().lost_reason
+    assert rows(dsn, "SELECT seq FROM Messages ORDER BY seq") == [(1,), (2,)]
+    assert not await loop.run_in_executor(None, a.lock().check)
+
+
+async def test_lock_check_refuses_a_database_that_lost_commits(
+    opener: Opener, dsn: str
+) -> None:
+    """The same loss seen first by the FT loop's lock check."""
+    a = opener(ft=True)
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, a.lock().acquire)
+    a.recover()
+    ch = a.create_channel("ft")
+    ch.msgs.store(1, 1, msg(1, 1))
+    await a.flush()
+    rows(dsn, "UPDATE StoreLock SET tick = tick - 1")
+    assert not await loop.run_in_executor(None, a.lock().check)
+    assert a.fenced and "lost commits" in a.lock().lost_reason
+
+
 # =============================================================== write paths
 
 

@@ -540,6 +540,17 @@ def test_check_supported_rejects(argv: list[str], message: str) -> None:
     assert message in str(exc.value)
 
 
+def test_clustered_refusal_points_to_migration_and_ft() -> None:
+    """A Go clustered user learns where to go: nss-migrate for the node's
+    data (with its Raft log), then an FT group on shared FILE storage or on
+    PostgreSQL with a synchronous standby."""
+    with pytest.raises(UsageError) as exc:
+        _check("--clustered")
+    text = str(exc.value)
+    for part in ("nss-migrate", "--raft-log", "--ft_group", "PostgreSQL", "synchronous standby"):
+        assert part in text, part
+
+
 def test_check_supported_partitioning() -> None:
     opts = Options()
     opts.streaming.partitioning = True

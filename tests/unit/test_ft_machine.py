@@ -511,3 +511,13 @@ def test_jitter_stays_within_ten_percent() -> None:
     values = [jitter(1.0, rng) for _ in range(1000)]
     assert all(0.9 < v < 1.1 for v in values)
     assert min(values) < 0.95 and max(values) > 1.05
+
+
+def test_lock_lost_with_the_stores_reason_says_it() -> None:
+    """The store can tell why it stopped (the database lost commits after a
+    fail-over): the fatal decision carries that, after the usual sentence."""
+    m = FTMachine(CFG, ACTIVE_ST)
+    why = "sql: the database lost commits of this server (StoreLock tick 3, ...)"
+    d = m.decide(LockLost(why), 10.0)
+    assert d.actions == (CancelTimer(), Fatal(f"{LOST}: {why}"))
+    assert d.state.phase is Phase.DONE

@@ -88,3 +88,44 @@ def test_schema_statements_per_dialect() -> None:
     assert add_column_stmt("Clients", proto, False) == "ALTER TABLE Clients ADD proto BLOB"
     assert create_index_stmt("Idx_ChannelsName", True).endswith("ON Channels (name)")
     assert create_index_stmt("Idx_ChannelsName", False).endswith("ON Channels (name(256))")
+
+
+def test_multi_host_source_skips_read_only_servers() -> None:
+    """A source naming a primary and its standbys connects to whichever is
+    writable: without target_session_attrs the store could land on a
+    standby and fail every commit after a fail-over."""
+    kv = parse_source("postgres", "host=a,b port=5432,5433 dbname=nss user=u")
+    d = conninfo_to_dict(kv.conninfo)
+    assert d["host"] == "a,b" and d["port"] == "5432,5433"
+    assert d["target_session_attrs"] == "read-write"
+    url = parse_source("postgres", "postgresql://u:p@a:5432,b:5433/nss?sslmode=disable")
+    assert "target_session_attrs=read-write" in url.conninfo
+    assert conninfo_to_dict(url.conninfo)["host"] == "a,b"
+    # the user's choice stands; a single host is left alone
+    own = parse_source("postgres", "host=a,b dbname=nss target_session_attrs=primary")
+    assert conninfo_to_dict(own.conninfo)["target_session_attrs"] == "primary"
+    one = parse_source("postgres", "host=a dbname=nss")
+    assert "target_session_attrs" not in conninfo_to_dict(one.conninfo)
+    one_url = parse_source("postgres", "postgresql://u@a:5432/nss")
+    assert "target_session_attrs" not in one_url.conninfo
+
+
+def test_a_read_only_session_counts_as_a_broken_connection() -> None:
+    """A pooled connection whose server turned read-only passes the pool's
+    pre-ping yet can never commit: it is dropped like a broken one, so the
+    next one finds the writable server (multi-host source)."""
+    from types import SimpleNamespace
+
+    import psycopg.errors as pge
+
+    from nss.stores.sql.db import _read_only_is_a_disconnect
+
+    def handled(exc: BaseException) -> bool:
+        ctx = SimpleNamespace(original_exception=exc, is_disconnect=False)
+        _read_only_is_a_disconnect(ctx)  # type: ignore[arg-type]
+        return ctx.is_disconnect
+
+    assert handled(pge.ReadOnlySqlTransaction("cannot execute INSERT in a read-only transaction"))
+    assert not handled(pge.UniqueViolation("duplicate key"))
+    assert handled(Exception(1290, "The MySQL server is running with the --read-only option"))
+    assert not handled(Exception(1062, "Duplicate entry"))

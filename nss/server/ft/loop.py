@@ -134,14 +134,14 @@ class FTLoop:
                 waits.append(t)
         await asyncio.gather(*waits, return_exceptions=True)
 
-    def notice_lock_lost(self) -> None:
+    def notice_lock_lost(self, reason: str = "") -> None:
         """The store found itself deposed (its lock's ``on_lost`` hook): stop
         now rather than at the next lock check. Safe from any thread."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(self.feed, LockLost())
+            loop.call_soon_threadsafe(self.feed, LockLost(reason))
         except RuntimeError:  # the loop closed meanwhile: nothing to stop
             pass
 

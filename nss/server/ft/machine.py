@@ -122,7 +122,10 @@ class LockCheckError:
 @dataclass(frozen=True)
 class LockLost:
     """Another server owns the store: the lock check said so, or the store
-    found itself fenced while writing."""
+    found itself fenced while writing. ``reason``: the store's own words,
+    when it gave some (e.g. the database lost commits after a fail-over)."""
+
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -268,8 +271,10 @@ def decide(config: FTConfig, state: FTState, event: Event, now: float) -> Decisi
             return _lock_result(config, state, event, now)
         case LockOwned() | LockCheckError():
             return _check_result(config, state, event)
-        case LockLost():
-            return _fatal(state, LOST_LOCK) if _is_active(state) else Decision(state)
+        case LockLost(reason):
+            if not _is_active(state):
+                return Decision(state)
+            return _fatal(state, f"{LOST_LOCK}: {reason}" if reason else LOST_LOCK)
         case ActivationFailed(err):
             if not _is_active(state):
                 return Decision(state)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.exc import DBAPIError
 
 from nss.stores.sql.dsn import SQLTarget
@@ -26,10 +26,17 @@ def make_engines(tgt: SQLTarget, max_open_conns: int) -> tuple[Engine, Engine]:
     if tgt.postgres:
         import psycopg
 
-        conninfo = tgt.conninfo
+        from nss.stores.sql.hosts import MultiHostConnect, split_hosts
 
-        def creator() -> Any:
-            return psycopg.connect(conninfo)
+        conninfo = tgt.conninfo
+        multi = split_hosts(conninfo)
+        creator: Any
+        if multi is not None:
+            creator = MultiHostConnect(*multi)
+        else:
+
+            def creator() -> Any:
+                return psycopg.connect(conninfo)
 
         w = create_engine(tgt.url, creator=creator, **wpool, **common)
         r = create_engine(
@@ -44,7 +51,47 @@ def make_engines(tgt: SQLTarget, max_open_conns: int) -> tuple[Engine, Engine]:
             **rpool,
             **common,
         )
+    for e in (w, r):
+        event.listen(e, "handle_error", _read_only_is_a_disconnect)
     return w, r
+
+
+# SQLSTATE 25006 (PostgreSQL read_only_sql_transaction); MySQL 1290
+# (--read-only / --super-read-only) and 1792 (read-only transaction)
+_PG_READ_ONLY = "25006"
+_MYSQL_READ_ONLY = (1290, 1792)
+
+
+def _read_only_is_a_disconnect(ctx: ExceptionContext) -> None:
+    """A connection whose server turned read-only (a primary demoted under
+    it, a standby reached by a source without
+    ``target_session_attrs=read-write``) can never write again, yet passes
+    the pool's pre-ping: drop it like a broken one, so that the next
+    checkout connects anew and finds the writable server."""
+    orig = ctx.original_exception
+    sqlstate = getattr(orig, "sqlstate", None)
+    args = getattr(orig, "args", ())
+    code = args[0] if args and isinstance(args[0], int) else None
+    if sqlstate == _PG_READ_ONLY or code in _MYSQL_READ_ONLY:
+        ctx.is_disconnect = True
+
+
+def server_address(conn: Connection) -> str:
+    """``host:port`` of the server a connection reached (which host of a
+    multi-host source answered)."""
+    raw: Any = conn.connection.dbapi_connection
+    info = getattr(raw, "info", None)
+    if info is not None and hasattr(info, "port"):  # psycopg
+        host, port = info.host, info.port
+    else:  # PyMySQL
+        host, port = getattr(raw, "host", "?"), getattr(raw, "port", "?")
+    return f"{host}:{port}"
+
+
+def backend_pid(conn: Connection) -> int:
+    """The PostgreSQL backend serving a connection (0 for MySQL)."""
+    info = getattr(conn.connection.dbapi_connection, "info", None)
+    return int(getattr(info, "backend_pid", 0) or 0)
 
 
 def is_disconnect(e: BaseException) -> bool:

@@ -14,6 +14,14 @@ Users of the Go server pass the DSN of the Go driver (stores.md §4):
 Both are turned into a libpq conninfo / SQLAlchemy URL. A ``connect_timeout``
 is added when the source has none, so that an unreachable database fails a
 connection attempt in bounded time instead of hanging the reconnect loop.
+
+A PostgreSQL source may name several servers, libpq's way
+(``host=a,b port=5432,5433`` or ``postgresql://a:5432,b:5433/db``), for a
+primary with standbys that one of them replaces when promoted. Every
+connection then tries the hosts in order; ``target_session_attrs=read-write``
+(added when such a source has no ``target_session_attrs``: the store must
+write) skips a standby, so after a fail-over the store's reconnect finds
+the promoted one by itself.
 """
 
 from __future__ import annotations
@@ -145,6 +153,8 @@ def _postgres(source: str) -> SQLTarget:
         parts = urlsplit("postgresql://" + rest)
         query = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in _PQ_ONLY_KEYS]
         keys = {k for k, _ in query}
+        if "," in parts.netloc.rsplit("@", 1)[-1] and "target_session_attrs" not in keys:
+            query.append(("target_session_attrs", "read-write"))
         if "connect_timeout" not in keys:
             query.append(("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT)))
         for k, v in _PG_KEEPALIVES.items():
@@ -153,6 +163,8 @@ def _postgres(source: str) -> SQLTarget:
         conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query), ""))
     else:
         params = {k: v for k, v in parse_kv_dsn(src).items() if k.lower() not in _PQ_ONLY_KEYS}
+        if "," in params.get("host", "") + params.get("hostaddr", ""):
+            params.setdefault("target_session_attrs", "read-write")
         params.setdefault("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT))
         for k, v in _PG_KEEPALIVES.items():
             params.setdefault(k, v)

@@ -25,6 +25,24 @@ LOCK_CHECK_PERIOD = 0.5
 class LockLost(Exception):
     """A write transaction found the StoreLock row owned by another server."""
 
+    reason = ERR_LOCK_LOST
+
+
+class LostCommits(LockLost):
+    """The StoreLock row still names this server but its tick is behind the
+    last tick this server committed: the database (a promoted standby that
+    had not received everything) lost commits, acknowledged messages among
+    them. Serving on would hide the loss, so the server stops like a deposed
+    one; whoever serves next recovers what the database really holds."""
+
+    def __init__(self, found: int, committed: int) -> None:
+        self.reason = (
+            f"sql: the database lost commits of this server (StoreLock tick {found}, "
+            f"this server committed tick {committed}): it was promoted from a standby "
+            "that was not synchronous; stopping"
+        )
+        super().__init__(self.reason)
+
 
 class SQLLock(StoreLock):
     """The ``StoreLock`` row (stores.md §4.10): a lease renewed by ticks,
@@ -35,7 +53,15 @@ class SQLLock(StoreLock):
     write transaction of an FT store starts with ``fence``: if the row does
     not name this lock the transaction is rolled back and the store refuses
     writes from then on (``fenced``), so a deposed server never commits
-    anything, even one that was merely slow to notice."""
+    anything, even one that was merely slow to notice.
+
+    The fence bumps the tick too, so the tick is a watermark of this
+    server's commits: ``committed`` remembers the highest one the database
+    confirmed. After a PostgreSQL fail-over the row must show at least that
+    tick; a lower one means the new primary lacks commits this server made
+    and acknowledged (an asynchronous standby was promoted), and the fence
+    refuses it (``LostCommits``). With synchronous replication every
+    confirmed commit is on the standby, so a promoted one always passes."""
 
     def __init__(self, engine: Engine, stmts: Statements, steal_after: float) -> None:
         self.id = NUID().next()
@@ -46,6 +72,8 @@ class SQLLock(StoreLock):
         self._stmts = stmts
         self._mu = threading.Lock()
         self._released = False
+        self._wm = threading.Lock()
+        self._committed = 0  # highest tick a confirmed commit of ours wrote
 
     def _try(self, steal: bool) -> tuple[bool, str, int]:
         """One transaction of the protocol: (owned, previous id, previous tick)."""
@@ -54,13 +82,17 @@ class SQLLock(StoreLock):
             row = c.execute(s.lock_select).first()
             prev_id, prev_tick = (row[0] or "", int(row[1] or 0)) if row is not None else ("", 0)
             if row is None or steal or prev_id == "" or prev_id == self.id:
+                if prev_id == self.id and self.owner:
+                    self._check_watermark(prev_tick)
                 tick = 0 if steal else prev_tick
                 if row is None:
                     c.execute(s.lock_insert, {"id": self.id, "tick": tick + 1})
                 else:
                     c.execute(s.lock_update, {"id": self.id, "tick": tick + 1})
-                return True, prev_id, prev_tick
-            return False, prev_id, prev_tick
+            else:
+                return False, prev_id, prev_tick
+        self.committed(tick + 1, reset=prev_id != self.id or steal)
+        return True, prev_id, prev_tick
 
     def acquire(self) -> bool:
         """Blocks up to ``steal_after`` while it watches another owner's tick.
@@ -99,37 +131,81 @@ class SQLLock(StoreLock):
 
     def check(self) -> bool:
         """Refresh the lease (tick + 1). False: another server owns the row
-        (Go panics "lost store lock, aborting"); the store is fenced from
-        then on. StoreError: the database could not be reached; unlike Go
-        (which aborts after three), the FT machine keeps serving: a standby
-        may steal the lock once the tick stands still, and fencing then
-        keeps this store from committing anything."""
+        (Go panics "lost store lock, aborting"), or the database lost
+        commits of ours (``LostCommits``); the store is fenced from then on.
+        StoreError: the database could not be reached; unlike Go (which
+        aborts after three), the FT machine keeps serving: a standby may
+        steal the lock once the tick stands still, and fencing then keeps
+        this store from committing anything."""
         if not self.owner:
             return False
         try:
             ok, _, _ = self._try(False)
+        except LockLost as e:
+            self.lost(e.reason)
+            return False
         except SQLAlchemyError as e:
             raise StoreError(f"sql: {err_text(e)}") from e
         if not ok:
             self.lost()
         return ok
 
-    def fence(self, conn: Connection) -> None:
-        """First statement of a write transaction: a share lock on the row,
-        held until commit, so a steal (an UPDATE of the row) waits for a
-        commit in progress and any later commit sees the new owner."""
-        ids = [r[0] for r in conn.execute(self._stmts.lock_fence).all()]
-        if not ids or any(i != self.id for i in ids) or not self.owner:
+    def fence(self, conn: Connection) -> int:
+        """First statement of a write transaction: bump the tick of the row
+        that names this server, and return the new tick (``committed`` once
+        the transaction is). The row stays locked until commit, so a steal
+        (an UPDATE of the row) waits for a commit in progress and any later
+        commit finds the new owner."""
+        if not self.owner:
             raise LockLost()
+        s = self._stmts
+        if s.postgres:
+            row = conn.execute(s.lock_bump, {"id": self.id}).first()
+            tick = None if row is None else int(row[0])
+        else:
+            row = conn.execute(s.lock_select).first()
+            tick = None
+            if row is not None and row[0] == self.id:
+                tick = int(row[1] or 0) + 1
+                conn.execute(s.lock_set_tick, {"id": self.id, "tick": tick})
+        if tick is None:
+            raise LockLost()
+        self._check_watermark(tick - 1)
+        return tick
 
-    def lost(self) -> None:
-        """Another server owns the store: refuse writes from now on; the
-        first time, log it and tell ``on_lost``."""
+    def verify(self, conn: Connection) -> int:
+        """Read-only: does the row (of a database just reconnected to,
+        maybe a promoted standby) still name this server, with every commit
+        of ours? The tick found; LockLost / LostCommits otherwise."""
+        row = conn.execute(self._stmts.lock_peek).first()
+        if row is None or row[0] != self.id or not self.owner:
+            raise LockLost()
+        tick = int(row[1] or 0)
+        self._check_watermark(tick)
+        return tick
+
+    def committed(self, tick: int, reset: bool = False) -> None:
+        """A transaction that wrote ``tick`` is committed (``reset``: the
+        first one of a new ownership)."""
+        with self._wm:
+            self._committed = tick if reset else max(self._committed, tick)
+
+    def _check_watermark(self, found: int) -> None:
+        with self._wm:
+            committed = self._committed
+        if found < committed:
+            raise LostCommits(found, committed)
+
+    def lost(self, reason: str = ERR_LOCK_LOST) -> None:
+        """Another server owns the store (or the database lost our
+        commits): refuse writes from now on; the first time, log why and
+        tell ``on_lost``."""
         first = not self.fenced
         self.fenced = True
         self.owner = False
         if first:
-            _log.error("SQL store: " + ERR_LOCK_LOST)
+            self.lost_reason = reason
+            _log.error("SQL store: " + reason)
             cb = self.on_lost
             if cb is not None:
                 cb()

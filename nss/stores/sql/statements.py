@@ -31,8 +31,15 @@ class Statements:
         self.lock_insert = t("INSERT INTO StoreLock (id, tick) VALUES (:id, :tick)")
         self.lock_update = t("UPDATE StoreLock SET id=:id, tick=:tick")
         self.lock_release = t("UPDATE StoreLock SET id='', tick=0 WHERE id=:id")
-        self.lock_fence = t(
-            "SELECT id FROM StoreLock " + ("FOR SHARE" if postgres else "LOCK IN SHARE MODE")
+        # the fence of a write transaction: the tick moves with every commit
+        self.lock_bump = t("UPDATE StoreLock SET tick=tick+1 WHERE id=:id RETURNING tick")
+        self.lock_set_tick = t("UPDATE StoreLock SET tick=:tick WHERE id=:id")
+        self.lock_peek = t("SELECT id, tick FROM StoreLock")
+        # PostgreSQL only: what a (stalled) backend waits for, and what the
+        # backends that block it wait for (the first row is its own)
+        self.backend_wait = t(
+            "SELECT wait_event_type, wait_event FROM pg_stat_activity "
+            "WHERE pid=:pid OR pid=ANY(pg_blocking_pids(:pid)) ORDER BY pid<>:pid"
         )
         self.has_server_info = t("SELECT COUNT(uniquerow) FROM ServerInfo")
         self.update_server_info = t(

@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TypeVar
 
 from sqlalchemy.engine import Connection
@@ -65,8 +66,15 @@ from nss.options import ChannelLimits, SQLOptions, StoreLimits
 from nss.pb import spb_pb2 as spb
 from nss.stores.base import ChannelStore, RecoveredState, Store, StoreError
 from nss.stores.crypto import attach
-from nss.stores.sql.db import err_text, is_disconnect, make_engines
+from nss.stores.sql.db import (
+    backend_pid,
+    err_text,
+    is_disconnect,
+    make_engines,
+    server_address,
+)
 from nss.stores.sql.dsn import SQLTarget, parse_source
+from nss.stores.sql.health import Health, pg_waits
 from nss.stores.sql.journal import Batch, Journal, JournaledMsgs, JournaledSubs, Op, run_batch
 from nss.stores.sql.lock import ERR_LOCK_LOST, LockLost, SQLLock
 from nss.stores.sql.msgs import SQLMsgStore
@@ -80,9 +88,10 @@ _log = get_logger()
 
 T = TypeVar("T")
 
-# reconnect backoff
+# reconnect backoff; the maximum bounds how long a promoted standby (or a
+# database back from a restart) waits before it is used
 BACKOFF_MIN = 0.05
-BACKOFF_MAX = 2.0
+BACKOFF_MAX = 0.25
 # journaled changes that no flush commits (acks that do not unblock a
 # delivery, expiry, timers) are committed after this delay (Go: 1 s)
 IDLE_FLUSH_DELAY = 0.2
@@ -110,8 +119,6 @@ class SQLStore(Store):
         self._flush_lock: asyncio.Lock | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         # health
-        self._healthy = True
-        self._last_error = ""
         self._reconnect_task: asyncio.Task[None] | None = None
         self._purge_task: asyncio.Task[None] | None = None
         self._to_purge: list[int] = []
@@ -119,6 +126,8 @@ class SQLStore(Store):
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="nss-sql-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="nss-sql-reader")
         self._wengine, self._rengine = make_engines(self.target, opts.max_open_conns)
+        waits = partial(pg_waits, self._rengine, self.stmts.backend_wait)
+        self._health = Health(waits if self.postgres else None, self._availability)
         self._lock = SQLLock(self._wengine, self.stmts, opts.lock_steal_after)
         try:
             with self._wengine.connect() as c:
@@ -158,11 +167,14 @@ class SQLStore(Store):
 
     def check_writable(self) -> None:
         """Fail fast (before anything is changed) while the database is
-        unreachable or this server was fenced off."""
+        unreachable, a commit stalled or this server was fenced off."""
         if self._lock.fenced:
-            raise StoreError(ERR_LOCK_LOST)
-        if not self._healthy:
-            raise StoreError(f"sql: database unavailable: {self._last_error}")
+            raise StoreError(self._lock.lost_reason or ERR_LOCK_LOST)
+        self._health.check()
+
+    def _availability(self, ok: bool) -> None:
+        if self.on_availability is not None:
+            self.on_availability(ok)
 
     def schedule_idle_flush(self) -> None:
         """Commit changes made outside a server batch (expiry, timers) soon,
@@ -177,7 +189,7 @@ class SQLStore(Store):
 
     def _idle_flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._idle_handle = None
-        if self._closed or not self._healthy:
+        if self._closed or not self._health.ok:
             return
 
         async def run() -> None:
@@ -201,8 +213,8 @@ class SQLStore(Store):
         async with self._flush_lock:
             if self._lock.fenced:
                 raise StoreError(ERR_LOCK_LOST)
-            if not self._healthy and not force:
-                raise StoreError(f"sql: database unavailable: {self._last_error}")
+            if not force:
+                self._health.check()
             batch, retry = self._journal.take()
             if batch.empty():
                 self._after_commit(batch)
@@ -210,10 +222,11 @@ class SQLStore(Store):
             self._inflight = True
             loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self._writer, self._exec_batch, batch, retry)
-            except LockLost:
-                self._lock.lost()
-                raise StoreError(ERR_LOCK_LOST) from None
+                run = loop.run_in_executor(self._writer, self._exec_batch, batch, retry)
+                await self._health.watch(run)
+            except LockLost as e:
+                self._lock.lost(e.reason)
+                raise StoreError(e.reason) from None
             except Exception as e:
                 err = f"sql: unable to store: {err_text(e)}"
                 self._journal.failed(batch, err)
@@ -221,6 +234,7 @@ class SQLStore(Store):
                 raise StoreError(err) from e
             finally:
                 self._inflight = False
+            self._health.confirmed(reconnecting=self._reconnect_task is not None)
             self._after_commit(batch)
 
     def _after_commit(self, batch: Batch) -> None:
@@ -232,18 +246,19 @@ class SQLStore(Store):
     def _exec_batch(self, batch: Batch, retry: bool) -> None:
         """Writer thread: run one batch in one transaction."""
         with self._wengine.begin() as conn:
-            self._fence(conn)
+            self._health.writer_pid = backend_pid(conn)
+            tick = self._fence(conn)
             run_batch(
                 conn, self.stmts, batch, retry, self.no_caching, self.opts.bulk_insert_limit
             )
+            if not self._health.ok or not self._health.knows_server():
+                self._health.committed_on(server_address(conn))
+        if tick:
+            self._lock.committed(tick)
 
     # ------------------------------------------------------------------ health
     def _unhealthy(self, e: BaseException) -> None:
-        text_ = err_text(e)
-        if self._healthy:
-            _log.error(f"SQL store: database error, retrying in the background: {text_}")
-        self._healthy = False
-        self._last_error = text_
+        self._health.lost(err_text(e))
         if self._reconnect_task is None and not self._closed:
             try:
                 loop = asyncio.get_running_loop()
@@ -252,8 +267,10 @@ class SQLStore(Store):
             self._reconnect_task = loop.create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
-        """Re-establish the connection with exponential backoff, commit what
-        the failed batch(es) held, then accept writes again."""
+        """Reach a writable database again (``_probe``: in FT, with the
+        StoreLock row still ours and no commit of ours missing, as a
+        promoted standby might), commit what the failed batch(es) held, then
+        accept writes again; every ``BACKOFF_MAX`` at most."""
         delay = BACKOFF_MIN
         loop = asyncio.get_running_loop()
         try:
@@ -261,32 +278,42 @@ class SQLStore(Store):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
                 try:
-                    await loop.run_in_executor(self._writer, self._ping)
+                    where = await loop.run_in_executor(self._writer, self._probe)
+                except LockLost as e:
+                    self._lock.lost(e.reason)
+                    return
+                except Exception as e:
+                    self._health.last_error = err_text(e)
+                    continue
+                self._health.reached(where, lease_checked=self.ft)
+                try:
                     await self._commit(force=True)
                 except StoreError as e:
-                    self._last_error = str(e)
+                    self._health.last_error = str(e)
                     continue
-                except Exception as e:
-                    self._last_error = err_text(e)
-                    continue
-                self._healthy = True
-                _log.info("SQL store: database connection restored")
+                self._health.restored()
                 return
         finally:
             self._reconnect_task = None
 
-    def _ping(self) -> None:
+    def _probe(self) -> str:
+        """Writer thread: a connection to a writable database (the pool's
+        stale ones are replaced at checkout) and, in FT, the StoreLock
+        check there. Where it got to (``host:port``)."""
         with self._wengine.connect() as c:
             c.execute(self.stmts.ping)
+            if self.ft:
+                self._lock.verify(c)
+                c.rollback()
+            return server_address(c)
 
     @property
     def healthy(self) -> bool:
-        return self._healthy
+        return self._health.ok
 
     def read(self, fn: Callable[[Connection], T]) -> T:
         """A synchronous read on the autocommit connection (loop thread)."""
-        if not self._healthy:
-            raise StoreError(f"sql: database unavailable: {self._last_error}")
+        self._health.check()
         try:
             with self._rengine.connect() as c:
                 return fn(c)
@@ -297,8 +324,7 @@ class SQLStore(Store):
 
     async def aread(self, fn: Callable[[Connection], T]) -> T:
         """``read`` on the reader thread, for prefetching off the loop."""
-        if not self._healthy:
-            raise StoreError(f"sql: database unavailable: {self._last_error}")
+        self._health.check()
 
         def run() -> T:
             with self._rengine.connect() as c:
@@ -328,9 +354,9 @@ class SQLStore(Store):
         b.ops.append(op)
         try:
             self._exec_batch(b, False)
-        except LockLost:
-            self._lock.lost()
-            raise StoreError(ERR_LOCK_LOST) from None
+        except LockLost as e:
+            self._lock.lost(e.reason)
+            raise StoreError(e.reason) from None
         except SQLAlchemyError as e:
             raise StoreError(f"sql: unable to store server info: {err_text(e)}") from e
 
@@ -382,7 +408,7 @@ class SQLStore(Store):
         if self._closed:
             return
         try:
-            if self._healthy and not self._lock.fenced:
+            if self._health.ok and not self._lock.fenced:
                 await self.flush()
         except StoreError as e:
             _log.error(f"SQL store: unable to flush on close: {e}")
@@ -420,8 +446,8 @@ class SQLStore(Store):
                     await loop.run_in_executor(
                         self._writer, purge_channel, self._wengine, self.stmts, self._fence, cid
                     )
-                except LockLost:
-                    self._lock.lost()
+                except LockLost as e:
+                    self._lock.lost(e.reason)
                     return
                 except Exception as e:
                     _log.error(f"Unable to completely delete channel id {cid}: {err_text(e)}")
@@ -441,9 +467,9 @@ class SQLStore(Store):
         rec = SQLRecovery(self._wengine, self.stmts, self, self.channel_limits, self._fence)
         try:
             found = rec.run()
-        except LockLost:
-            self._lock.lost()
-            raise StoreError(ERR_LOCK_LOST) from None
+        except LockLost as e:
+            self._lock.lost(e.reason)
+            raise StoreError(e.reason) from None
         except SQLAlchemyError as e:
             raise StoreError(f"sql: unable to recover: {err_text(e)}") from e
         if found.state is None:
@@ -463,9 +489,10 @@ class SQLStore(Store):
         its writes)."""
         return self._lock if self.ft else None
 
-    def _fence(self, conn: Connection) -> None:
-        if self.ft:
-            self._lock.fence(conn)
+    def _fence(self, conn: Connection) -> int:
+        """The StoreLock fence of a write transaction (FT only): the tick it
+        wrote, 0 without FT."""
+        return self._lock.fence(conn) if self.ft else 0
 
     @property
     def fenced(self) -> bool:
