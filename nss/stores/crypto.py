@@ -35,6 +35,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from nss.pb.wire import encode_varint
 from nss.stores.base import StoreError
 
 if TYPE_CHECKING:
@@ -148,15 +149,6 @@ def channel_key(mkh: bytes, channel: str) -> bytes:
 
 
 # ---------------------------------------------------------------- MsgProto
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _read_varint(b: bytes, i: int) -> tuple[int, int]:
@@ -302,7 +294,7 @@ class ChannelCipher:
         self._nonce = (self._nonce + 1) & _NONCE_MASK
         ct = self._seal(nonce, msg[val:end], None)
         ln = len(ct) + 1 + NONCE_SIZE
-        head = b"\x22" + (bytes((ln,)) if ln < 0x80 else _varint(ln)) + self._prefix + nonce
+        head = b"\x22" + (bytes((ln,)) if ln < 0x80 else encode_varint(ln)) + self._prefix + nonce
         return b"".join((msg[:tag], head, ct, msg[end:]))
 
     def open_msg(self, msg: bytes) -> bytes:
@@ -318,7 +310,7 @@ class ChannelCipher:
         if code != CODE_AES and code != CODE_CHACHA:
             return msg
         data = self.decrypt(msg[val:end])
-        return b"".join((msg[:tag], b"\x22", _varint(len(data)), data, msg[end:]))
+        return b"".join((msg[:tag], b"\x22", encode_varint(len(data)), data, msg[end:]))
 
     @staticmethod
     def sealed_size(msg: bytes) -> int:
@@ -329,7 +321,7 @@ class ChannelCipher:
             return len(msg)
         tag, val, end = loc
         n = end - val
-        return len(msg) - (end - tag) + 1 + len(_varint(n + OVERHEAD)) + n + OVERHEAD
+        return len(msg) - (end - tag) + 1 + len(encode_varint(n + OVERHEAD)) + n + OVERHEAD
 
 
 class StoreCrypto:
