@@ -39,19 +39,4 @@ encode_msgproto = impl.encode_msgproto
 encode_puback = impl.encode_puback
 sub_record = impl.sub_record
 
-__all__ = [
-    "AckHandler",
-    "COMPILED",
-    "Parser",
-    "PublishFastPath",
-    "append_msg_record",
-    "append_pub",
-    "append_pubacks",
-    "crc32",
-    "decode_ack",
-    "decode_pubmsg",
-    "encode_msgproto",
-    "encode_puback",
-    "impl",
-    "sub_record",
-]
+__all__ = ["COMPILED", "impl", *pure.__all__]

@@ -44,7 +44,9 @@ def _wire_types(desc: Descriptor) -> dict[int, frozenset[int]]:
     return wt
 
 
-def _varint(data: bytes, i: int) -> tuple[int, int]:
+def decode_varint(data: bytes, i: int) -> tuple[int, int]:
+    """The varint at ``i`` and the offset after it; ValueError when it is
+    cut or longer than 64 bits."""
     shift = 0
     v = 0
     n = len(data)
@@ -66,11 +68,11 @@ def _skip(data: bytes, i: int, wire: int) -> int:
     depth = 0
     while True:
         if wire == 0:
-            _, i = _varint(data, i)
+            _, i = decode_varint(data, i)
         elif wire == 1:
             i += 8
         elif wire == _LEN:
-            ln, i = _varint(data, i)
+            ln, i = decode_varint(data, i)
             if ln > len(data) - i:
                 raise ValueError("invalid length")
             i += ln
@@ -88,7 +90,7 @@ def _skip(data: bytes, i: int, wire: int) -> int:
             raise ValueError("unexpected EOF")
         if depth == 0:
             return i
-        key, i = _varint(data, i)
+        key, i = decode_varint(data, i)
         wire = key & 7
 
 
@@ -102,7 +104,7 @@ def go_decodes(data: bytes, desc: Descriptor) -> bool:
     n = len(data)
     try:
         while i < n:
-            key, i = _varint(data, i)
+            key, i = decode_varint(data, i)
             num, wire = key >> 3, key & 7
             if wire == 4 or num <= 0:
                 return False

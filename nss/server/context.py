@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from nss.hot import AckHandler, pure
+from nss.nats.parser import RawHandler
 from nss.options import StreamingOptions
 from nss.pb import spb_pb2 as spb
 from nss.server.batch import PublishBatch
@@ -31,8 +32,6 @@ from nss.stores.base import Store, StoreError
 PARTITION_CLIENT_WAIT = 1.0
 
 Handler = Callable[[str, str, bytes], None]
-# the hot subjects' callbacks get subject and reply as read (see subscribe_raw)
-RawHandler = Callable[[bytes, bytes, bytes], None]
 
 
 class Transport(Protocol):

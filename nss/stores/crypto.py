@@ -35,7 +35,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from nss.pb.wire import encode_varint
+from nss.pb.wire import decode_varint, encode_varint
 from nss.stores.base import StoreError
 
 if TYPE_CHECKING:
@@ -151,17 +151,6 @@ def channel_key(mkh: bytes, channel: str) -> bytes:
 # ---------------------------------------------------------------- MsgProto
 
 
-def _read_varint(b: bytes, i: int) -> tuple[int, int]:
-    v = shift = 0
-    while True:
-        c = b[i]
-        i += 1
-        v |= (c & 0x7F) << shift
-        if c < 0x80:
-            return v, i
-        shift += 7
-
-
 def find_data(msg: bytes) -> tuple[int, int, int] | None:
     """(tag offset, value offset, end) of the ``data`` field of an encoded
     MsgProto, or None when it has none (empty payload). IndexError/
@@ -187,10 +176,10 @@ def find_data(msg: bytes) -> tuple[int, int, int] | None:
                 j = i + 2
                 ln = msg[i + 1]
                 if ln > 0x7F:
-                    ln, j = _read_varint(msg, i + 1)
+                    ln, j = decode_varint(msg, i + 1)
                 if j + ln <= len(msg):
                     return i, j, j + ln
-    except IndexError:
+    except (IndexError, ValueError):
         pass
     return _walk_data(msg)
 
@@ -203,13 +192,13 @@ def _walk_data(msg: bytes) -> tuple[int, int, int] | None:
         i += 1
         if key >= 0x80:
             i -= 1
-            key, i = _read_varint(msg, i)
+            key, i = decode_varint(msg, i)
         wire = key & 7
         if wire == 2:
             ln = msg[i]
             i += 1
             if ln >= 0x80:
-                ln, i = _read_varint(msg, i - 1)
+                ln, i = decode_varint(msg, i - 1)
             if key == _DATA_TAG:
                 if i + ln > n:
                     raise ValueError("truncated data field")

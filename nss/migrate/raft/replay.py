@@ -171,16 +171,7 @@ class Replayer:
     def _register(self, ci: spb.ClientInfo) -> bool:
         if self.clients.get(ci.ID) is not None:
             return False
-        self.clients.add(
-            Client(
-                id=ci.ID,
-                hb_inbox=ci.HbInbox,
-                conn_id=ci.ConnID,
-                protocol=ci.Protocol,
-                ping_interval=ci.PingInterval,
-                ping_max_out=ci.PingMaxOut,
-            )
-        )
+        self.clients.add(Client.from_info(ci))
         self.store.add_client(ci)
         return True
 

@@ -30,6 +30,18 @@ class Client:
     hb_task: asyncio.Task[None] | None = None
     closed: bool = False
 
+    @classmethod
+    def from_info(cls, ci: spb.ClientInfo) -> Client:
+        """The client a stored ClientInfo record describes."""
+        return cls(
+            id=ci.ID,
+            hb_inbox=ci.HbInbox,
+            conn_id=ci.ConnID,
+            protocol=ci.Protocol,
+            ping_interval=ci.PingInterval,
+            ping_max_out=ci.PingMaxOut,
+        )
+
     def stop_heartbeats(self) -> None:
         if self.hb_handle is not None:
             self.hb_handle.cancel()

@@ -21,16 +21,7 @@ def restore_state(rs: RecoveredState, clients: ClientRegistry, channels: Channel
     """Fill the registries; returns the number of subscriptions kept. Ack
     inboxes are listened on and timers armed when the server starts serving."""
     for ci in rs.clients:
-        clients.add(
-            Client(
-                id=ci.ID,
-                hb_inbox=ci.HbInbox,
-                conn_id=ci.ConnID,
-                protocol=ci.Protocol,
-                ping_interval=ci.PingInterval,
-                ping_max_out=ci.PingMaxOut,
-            )
-        )
+        clients.add(Client.from_info(ci))
     nsubs = 0
     for name, rc in rs.channels.items():
         ch = Channel(name, rc.channel)
