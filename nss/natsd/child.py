@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from nss.natsd.errors import NATSServerError
 from nss.natsd.logs import LogLineFn, listening, parse_log_line, start_failure
@@ -89,8 +89,10 @@ class NATSChild:
         need_route_listener: bool = False,
         ports_dir: str | None = None,
         config_file: str = "",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.argv = list(argv)
+        self._env = env
         self._relay = relay
         self._on_listening = on_listening
         self._on_exit = on_exit
@@ -151,6 +153,7 @@ class NATSChild:
                 # shuts the child down after its own graceful shutdown.
                 start_new_session=True,
                 preexec_fn=_make_preexec(),
+                env=self._env,
             )
         except OSError as e:
             raise NATSServerError(f"cannot run nats-server {self.argv[0]!r}: {e}") from e

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from nss import private_dir
-from nss.natsd.args import build_args, with_port
+from nss.natsd.args import build_args, child_env, with_port
 from nss.natsd.binary import find_nats_server
 from nss.natsd.child import NATSChild
 from nss.natsd.config import Pins, child_config
@@ -324,6 +324,7 @@ class EmbeddedNATS:
             need_route_listener=bool(self.opts.cluster_listen),
             ports_dir=ports_dir,
             config_file=self.opts.config_file,
+            env=child_env(run_opts, os.environ, self.opts.config_file),
         )
         await self._child.start(self.startup_timeout)
 

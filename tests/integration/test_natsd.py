@@ -269,6 +269,10 @@ async def test_start_on_free_port_and_connect() -> None:
         # The child has its own session: a terminal Ctrl-C reaches only nss.
         assert server.pid is not None
         assert os.getsid(server.pid) != os.getsid(0)
+        # one Go processor for the child unless the user chose (args.child_env)
+        environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+        if "GOMAXPROCS" not in os.environ:
+            assert b"GOMAXPROCS=1" in environ
 
         nc = await connect(server.client_url)
         try:

@@ -102,3 +102,18 @@ def test_exits_outside_the_window_do_not_count() -> None:
     assert window.record(75.0) == 2  # 0 and 10 are older than 60 s
     policy = RestartPolicy()
     assert [policy.delay(n) for n in (1, 2, 3, 6)] == [0.1, 0.2, 0.4, 2.0]
+
+
+def test_child_gets_one_go_processor_unless_told_otherwise(tmp_path) -> None:
+    from nss.natsd.args import child_env
+
+    plain = NATSOptions()
+    assert child_env(plain, {"PATH": "/bin"})["GOMAXPROCS"] == "1"
+    assert child_env(plain, {"GOMAXPROCS": "4"})["GOMAXPROCS"] == "4"
+    assert "GOMAXPROCS" not in child_env(NATSOptions(jetstream=True), {})
+    conf = tmp_path / "nats.conf"
+    conf.write_text("port: 4222\nJetStream { store_dir: /tmp/js }\n")
+    assert "GOMAXPROCS" not in child_env(plain, {}, str(conf))
+    conf.write_text("port: 4222\n")
+    assert child_env(plain, {}, str(conf))["GOMAXPROCS"] == "1"
+    assert child_env(plain, {}, str(tmp_path / "missing.conf"))["GOMAXPROCS"] == "1"
