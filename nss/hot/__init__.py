@@ -27,16 +27,19 @@ impl = _pick()
 COMPILED = impl is not pure
 
 AckHandler = impl.AckHandler
+DirectBatch = impl.DirectBatch
 Parser = impl.Parser
 PublishFastPath = impl.PublishFastPath
 append_msg_record = impl.append_msg_record
 append_pub = impl.append_pub
 append_pubacks = impl.append_pubacks
+append_pubs = impl.append_pubs
 crc32 = impl.crc32
 decode_ack = impl.decode_ack
 decode_pubmsg = impl.decode_pubmsg
 encode_msgproto = impl.encode_msgproto
 encode_puback = impl.encode_puback
+send_span = impl.send_span
 sub_record = impl.sub_record
 
 __all__ = ["COMPILED", "impl", *pure.__all__]

@@ -15,6 +15,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy
+from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 
 from nss.nats.parser import _bad, control, hmsg_args, msg_args, _reraise, MAX_CONTROL_LINE
 
@@ -299,6 +300,10 @@ cdef inline char* _put_field(char* q, unsigned char tag, const char* s, Py_ssize
 def encode_msgproto(uint64_t seq, str subject, str reply, bytes data, int64_t ts):
     """MsgProto{sequence, subject, reply, data, timestamp}, as protobuf
     serializes it (fields in number order, zero values left out)."""
+    return _encode_msgproto(seq, subject, reply, data, ts)
+
+
+cdef bytes _encode_msgproto(uint64_t seq, str subject, str reply, bytes data, int64_t ts):
     cdef Py_ssize_t ns, nr, nd = PyBytes_GET_SIZE(data)
     cdef const char* s = PyUnicode_AsUTF8AndSize(subject, &ns)
     cdef const char* r = PyUnicode_AsUTF8AndSize(reply, &nr)
@@ -396,6 +401,18 @@ def append_pub(bytearray buf, str subject, str reply, bytes payload):
     q[1] = 10
     q += 2
     PyByteArray_Resize(buf, PyByteArray_GET_SIZE(buf) - (4 + ns + 1 + nr + 24 + 2 + npl + 2) + (q - q0))
+
+
+def append_pubs(bytearray buf, str subject, list payloads, Py_ssize_t max_payload):
+    """A PUB of each payload to ``subject``, or none at all (False) when one
+    is over ``max_payload``."""
+    cdef object p
+    for p in payloads:
+        if PyBytes_GET_SIZE(<bytes>p) > max_payload:
+            return False
+    for p in payloads:
+        append_pub(buf, subject, "", <bytes>p)
+    return True
 
 
 # ------------------------------------------------------------------ FILE records
@@ -607,3 +624,148 @@ cdef class PublishFastPath:
                 self.publish(pm, reply.decode() if reply else "")
                 return
         self.other(subject, reply, payload)
+
+
+# ------------------------------------------------------------------ the batch
+
+cdef inline int64_t _time_ns() noexcept:
+    cdef timespec t
+    clock_gettime(CLOCK_REALTIME, &t)
+    return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
+
+
+cdef class DirectBatch:
+    """Publishes and acks straight into the publish batch while the I/O task
+    is parked on an empty queue: a publish to a channel the batch already
+    holds, and the ack of a message pending on a plain subscription, done as
+    ``PublishBatch.add_publish``, ``PublishBatch.add_ack`` and
+    ``Deliverer.ack`` would. Anything else goes to ``io.publish`` or
+    ``io.ack`` (see the Python twin for the cases)."""
+
+    cdef readonly object io, batch
+    cdef object store_error
+
+    def __init__(self, io, store_error):
+        self.io = io
+        self.batch = io.batch
+        self.store_error = store_error
+
+    def publish(self, tuple pm, str reply):
+        io = self.io
+        if io._open > 0 and io.refusal is None and self._stage(pm, reply):
+            io._open -= 1
+            if io._wake is not None:
+                io._signal()
+            return
+        io.publish(pm, reply)
+
+    cdef bint _stage(self, tuple pm, str reply) except -1:
+        batch = self.batch
+        cdef str subject = pm[2]
+        known = (<dict>batch._subjects).get(subject)
+        if known is None:
+            return False
+        ch = (<tuple>known)[0]
+        part = (<tuple>known)[1]
+        if part.error:
+            return False
+        seq = ch.next_seq
+        cdef int64_t last_ts = ch.last_ts
+        cdef int64_t ts = _time_ns()
+        if ts < last_ts:
+            ts = last_ts
+        cdef bytes encoded = _encode_msgproto(seq, subject, pm[3], pm[4], ts)
+        if PyBytes_GET_SIZE(encoded) > batch.max_payload:
+            return False
+        part.count += 1
+        if reply:
+            (<list>batch._pubacks).append((reply, pm[1], part, ""))
+        try:
+            ch.msgs.store(seq, ts, encoded)
+        except self.store_error as e:
+            batch._fail(ch, part, str(e))
+            return True
+        ch.next_seq = seq + 1
+        ch.last_ts = ts
+        return True
+
+    def ack(self, sub, seq):
+        io = self.io
+        cdef dict pending
+        if io._open > 0 and sub.group is None:
+            pending = sub.pending
+            if seq in pending:
+                del pending[seq]
+                ch = sub.channel
+                subs_store = ch.subs_store
+                if subs_store.tracks_pending:
+                    subs_store.ack_seq_pending(sub.id, seq)
+                (<dict>sub.redeliveries).pop(seq, None)
+                if not pending:
+                    sub.cancel_timer()
+                batch = self.batch
+                if sub.stalled and len(pending) < sub.max_inflight:
+                    sub.stalled = False
+                    (<dict>batch._to_deliver)[sub] = None
+                (<dict>batch._acked)[ch] = None
+                io._open -= 1
+                if io._wake is not None:
+                    io._signal()
+                return
+        io.ack(sub, seq)
+
+
+def send_span(deliverer, sub, msgs, uint64_t seq, uint64_t last):
+    """Send a plain subscription the stored messages ``seq``..``last`` it
+    has room for (MaxInFlight), looked up first, then published in one call
+    and recorded pending (see the Python twin)."""
+    lookup = msgs.lookup
+    cdef dict pending = sub.pending
+    cdef Py_ssize_t room = <Py_ssize_t>sub.max_inflight - len(pending)
+    cdef uint64_t last_sent = sub.last_sent
+    cdef list datas = []
+    cdef list new = []
+    cdef bint stalled = False
+    cdef Py_ssize_t nbytes = 0
+    while seq <= last:
+        if room <= 0:
+            stalled = True
+            break
+        key = seq
+        data = lookup(key)
+        if data is not None:
+            datas.append(data)
+            nbytes += PyBytes_GET_SIZE(<bytes>data)
+            if key not in pending:
+                new.append(key)
+                if seq > last_sent:
+                    last_sent = seq
+                room -= 1
+            if room <= 0:
+                stalled = True
+                break
+        elif seq > last_sent:
+            last_sent = seq
+        seq += 1
+    if datas:
+        deliverer.publish_many(sub.inbox, datas)
+        deliverer.out_msgs += len(datas)
+        deliverer.out_bytes += nbytes
+    cdef timespec t
+    if new:
+        ack_wait = sub.ack_wait
+        clock_gettime(CLOCK_REALTIME, &t)
+        deadline = (<double>t.tv_sec + <double>t.tv_nsec * 1e-9) + ack_wait
+        subs_store = sub.channel.subs_store
+        if subs_store.tracks_pending:
+            add_pending = subs_store.add_seq_pending
+            sub_id = sub.id
+            for key in new:
+                add_pending(sub_id, key)
+        for key in new:
+            pending[key] = deadline
+        if sub.timer is None:
+            deliverer._arm(sub, ack_wait)
+    sub.last_sent = last_sent
+    if stalled:
+        sub.stalled = True

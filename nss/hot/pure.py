@@ -8,6 +8,7 @@ decodes the message the long way and judges it as before)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -20,16 +21,19 @@ from nss.pb import protocol_pb2 as pb
 
 __all__ = [
     "AckHandler",
+    "DirectBatch",
     "Parser",
     "PublishFastPath",
     "append_msg_record",
     "append_pub",
     "append_pubacks",
+    "append_pubs",
     "crc32",
     "decode_ack",
     "decode_pubmsg",
     "encode_msgproto",
     "encode_puback",
+    "send_span",
     "sub_record",
 ]
 
@@ -77,6 +81,17 @@ def append_pub(buf: bytearray, subject: str, reply: str, payload: bytes) -> None
         buf += f"PUB {subject} {len(payload)}\r\n".encode()
     buf += payload
     buf += b"\r\n"
+
+
+def append_pubs(buf: bytearray, subject: str, payloads: list[bytes], max_payload: int) -> bool:
+    """A PUB of each payload to ``subject``, or none at all (False) when one
+    is over ``max_payload``."""
+    for p in payloads:
+        if len(p) > max_payload:
+            return False
+    for p in payloads:
+        append_pub(buf, subject, "", p)
+    return True
 
 
 @lru_cache(maxsize=4)
@@ -171,3 +186,137 @@ class PublishFastPath:
                 self.publish(pm, reply.decode() if reply else "")
                 return
         self.other(subject, reply, payload)
+
+
+class DirectBatch:
+    """Publishes and acks straight into the publish batch while the I/O task
+    is parked on an empty queue (as the compiled one).
+
+    It does the two cases that make up a steady stream, exactly as the I/O
+    path would (``PublishBatch.add_publish``, ``PublishBatch.add_ack`` and
+    ``Deliverer.ack``): a publish to a channel the batch already holds, and
+    the ack of a message pending on a plain subscription. Anything else (a
+    channel new to the batch, a failed part, a queue member, an unknown
+    sequence, a refusing store, a busy queue) goes to ``io.publish`` or
+    ``io.ack``, which decide as they always did."""
+
+    __slots__ = ("batch", "io", "store_error")
+
+    def __init__(self, io: Any, store_error: type[Exception]) -> None:
+        self.io = io
+        self.batch = io.batch
+        self.store_error = store_error
+
+    def publish(self, pm: tuple[str, str, str, str, bytes, bytes], reply: str) -> None:
+        io = self.io
+        if io._open > 0 and io.refusal is None and self._stage(pm, reply):
+            io._open -= 1
+            if io._wake is not None:
+                io._signal()
+            return
+        io.publish(pm, reply)
+
+    def _stage(self, pm: tuple[str, str, str, str, bytes, bytes], reply: str) -> bool:
+        batch = self.batch
+        subject = pm[2]
+        known = batch._subjects.get(subject)
+        if known is None:
+            return False
+        ch, part = known
+        if part.error:
+            return False
+        seq = ch.next_seq
+        ts = time.time_ns()
+        if ts < ch.last_ts:
+            ts = ch.last_ts
+        encoded = encode_msgproto(seq, subject, pm[3], pm[4], ts)
+        if len(encoded) > batch.max_payload:
+            return False
+        part.count += 1
+        if reply:
+            batch._pubacks.append((reply, pm[1], part, ""))
+        try:
+            ch.msgs.store(seq, ts, encoded)
+        except self.store_error as e:
+            batch._fail(ch, part, str(e))
+            return True
+        ch.next_seq = seq + 1
+        ch.last_ts = ts
+        return True
+
+    def ack(self, sub: Any, seq: int) -> None:
+        io = self.io
+        if io._open > 0 and sub.group is None:
+            pending = sub.pending
+            if seq in pending:
+                del pending[seq]
+                ch = sub.channel
+                subs_store = ch.subs_store
+                if subs_store.tracks_pending:
+                    subs_store.ack_seq_pending(sub.id, seq)
+                sub.redeliveries.pop(seq, None)
+                if not pending:
+                    sub.cancel_timer()
+                batch = self.batch
+                if sub.stalled and len(pending) < sub.max_inflight:
+                    sub.stalled = False
+                    batch._to_deliver[sub] = None
+                batch._acked[ch] = None
+                io._open -= 1
+                if io._wake is not None:
+                    io._signal()
+                return
+        io.ack(sub, seq)
+
+
+def send_span(deliverer: Any, sub: Any, msgs: Any, seq: int, last: int) -> None:
+    """Send a plain subscription the stored messages ``seq``..``last`` it
+    has room for (MaxInFlight): the loop of ``Deliverer.deliver_sub``.
+
+    In two steps: the messages are looked up and the window decided first,
+    then they are published in one call and recorded pending. A failure of
+    either step (a store read, a payload over the NATS limit) leaves the
+    subscription as it was, to be tried again by the next delivery."""
+    lookup = msgs.lookup
+    pending = sub.pending
+    max_inflight = sub.max_inflight
+    room = max_inflight - len(pending)
+    last_sent = sub.last_sent
+    datas: list[bytes] = []
+    new: list[int] = []
+    stalled = False
+    while seq <= last:
+        if room <= 0:
+            stalled = True
+            break
+        data = lookup(seq)
+        if data is not None:
+            datas.append(data)
+            if seq not in pending:
+                new.append(seq)
+                if seq > last_sent:
+                    last_sent = seq
+                room -= 1
+            if room <= 0:
+                stalled = True
+                break
+        elif seq > last_sent:
+            last_sent = seq
+        seq += 1
+    if datas:
+        deliverer.publish_many(sub.inbox, datas)
+        deliverer.out_msgs += len(datas)
+        deliverer.out_bytes += sum(map(len, datas))
+    if new:
+        deadline = time.time() + sub.ack_wait
+        if sub.channel.subs_store.tracks_pending:
+            add_pending = sub.channel.subs_store.add_seq_pending
+            sub_id = sub.id
+            for s in new:
+                add_pending(sub_id, s)
+        pending.update(dict.fromkeys(new, deadline))
+        if sub.timer is None:
+            deliverer._arm(sub, sub.ack_wait)
+    sub.last_sent = last_sent
+    if stalled:
+        sub.stalled = True

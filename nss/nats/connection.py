@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from nss import redact
-from nss.hot import Parser, append_pub, append_pubacks
+from nss.hot import Parser, append_pub, append_pubacks, append_pubs
 from nss.nats.errors import (
     MaxPayloadError,
     NatsError,
@@ -439,6 +439,16 @@ class NatsConnection:
         if n > self.max_payload:
             raise MaxPayloadError("nats: maximum payload exceeded")
         append_pub(self._wbuf, subject, reply, payload)
+        if not self._flush_scheduled:
+            self._schedule_flush()
+
+    def publish_many(self, subject: str, payloads: list[bytes]) -> None:
+        """Several messages to one subject (a delivery), all or none: one
+        over the payload limit raises MaxPayloadError and nothing is sent."""
+        if not self.connected:
+            return
+        if not append_pubs(self._wbuf, subject, payloads, self.max_payload):
+            raise MaxPayloadError("nats: maximum payload exceeded")
         if not self._flush_scheduled:
             self._schedule_flush()
 

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from nss.hot import AckHandler, pure
+from nss.hot import AckHandler, DirectBatch, pure
 from nss.nats.parser import RawHandler
 from nss.options import StreamingOptions
 from nss.pb import spb_pb2 as spb
@@ -75,7 +75,12 @@ class ServerContext:
         self.log = log
         self.partition = partition
         loop = asyncio.get_running_loop()
-        self.deliverer = Deliverer(conn.publish, self._schedule_redelivery, loop)
+        self.deliverer = Deliverer(
+            conn.publish,
+            self._schedule_redelivery,
+            loop,
+            publish_many=getattr(conn, "publish_many", None),
+        )
         batch = PublishBatch(
             self.channel_for_publish,
             self.deliverer,
@@ -86,6 +91,8 @@ class ServerContext:
         )
         batch.send_pubacks = getattr(conn, "publish_pubacks", None)
         self.io = IOPath(batch, opts.io_batch_size, opts.io_sleep_time, log)
+        # the raw publish and ack callbacks' way into the I/O path
+        self.direct = DirectBatch(self.io, StoreError)
         store.on_availability = self._store_availability
         self.deliverer.deliver_later = self.io.deliver_later
         self.expiry = ChannelExpiry(channels, store, self.io, log)
@@ -145,7 +152,7 @@ class ServerContext:
     # ------------------------------------------------------------ subscriptions
     def listen_acks(self, sub: Subscription) -> None:
         """Listen on the subscription's ack inbox (the server's own subject)."""
-        handler = AckHandler(sub, sub.channel.name, self.io.ack, self._other_ack)
+        handler = AckHandler(sub, sub.channel.name, self.direct.ack, self._other_ack)
         sub.ack_sid = self.conn.subscribe_raw(sub.ack_inbox, handler)
 
     def _other_ack(self, sub: Subscription, payload: bytes) -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from nss.hot import send_span
 from nss.log import get_logger
 from nss.nats.connection import MaxPayloadError
 from nss.pb.wire import encode_varint
@@ -73,8 +74,10 @@ class Deliverer:
         publish: Callable[[str, bytes], None],
         schedule: Callable[[Subscription], None],
         loop: asyncio.AbstractEventLoop,
+        publish_many: Callable[[str, list[bytes]], None] | None = None,
     ) -> None:
         self._publish = publish
+        self._publish_many = publish_many
         self._schedule = schedule
         self._loop = loop
         self.out_msgs = 0
@@ -85,6 +88,15 @@ class Deliverer:
         self.deliver_later: Callable[[Subscription | QueueGroup], None] | None = None
 
     # -------------------------------------------------------------- sending
+    def publish_many(self, subject: str, payloads: list[bytes]) -> None:
+        """Publish each payload to ``subject``, all or (over the NATS
+        payload limit) none (raises MaxPayloadError)."""
+        if self._publish_many is not None:
+            self._publish_many(subject, payloads)
+            return
+        for p in payloads:
+            self._publish(subject, p)
+
     def _send(self, sub: Subscription, seq: int, data: bytes, now: float) -> None:
         self._publish(sub.inbox, data)
         self.out_msgs += 1
@@ -112,43 +124,7 @@ class Deliverer:
         span = _unsent(msgs, sub.last_sent)
         if span is None:
             return
-        seq, last = span
-        # ``_send`` written out: this loop runs for every message delivered
-        lookup = msgs.lookup
-        publish = self._publish
-        add_pending = sub.channel.subs_store.add_seq_pending
-        pending = sub.pending
-        inbox = sub.inbox
-        sub_id = sub.id
-        max_inflight = sub.max_inflight
-        deadline = time.time() + sub.ack_wait
-        sent = nbytes = 0
-        try:
-            while seq <= last:
-                if len(pending) >= max_inflight:
-                    sub.stalled = True
-                    return
-                data = lookup(seq)
-                if data is not None:
-                    publish(inbox, data)
-                    sent += 1
-                    nbytes += len(data)
-                    if seq not in pending:
-                        add_pending(sub_id, seq)
-                        if seq > sub.last_sent:
-                            sub.last_sent = seq
-                        pending[seq] = deadline
-                        if sub.timer is None:
-                            self._arm(sub, sub.ack_wait)
-                    if len(pending) >= max_inflight:
-                        sub.stalled = True
-                        return
-                elif seq > sub.last_sent:
-                    sub.last_sent = seq
-                seq += 1
-        finally:
-            self.out_msgs += sent
-            self.out_bytes += nbytes
+        send_span(self, sub, msgs, span[0], span[1])
 
     def deliver_group(self, group: QueueGroup) -> None:
         if not group.members:

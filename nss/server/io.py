@@ -40,14 +40,19 @@ class IOPath:
         # ("" once it takes writes again)
         self.refusal: Callable[[], str] | None = None
         # while the task is parked on an empty queue: how many more publishes
-        # and acks may go straight into the batch (see ``publish``)
+        # and acks may go straight into the batch (see ``publish``); 0 as
+        # soon as anything is queued, so "open" also means "queue empty"
+        # (what nss.hot.DirectBatch relies on)
         self._open = 0
 
     # ---------------------------------------------------------------- queueing
     def _signal(self) -> None:
         w = self._wake
-        if w is not None and not w.done():
-            w.set_result(None)
+        if w is not None:
+            # once woken, later publishes of the same loop turn skip this
+            self._wake = None
+            if not w.done():
+                w.set_result(None)
 
     def publish(self, pm: tuple[str, str, str, str, bytes, bytes], reply: str) -> None:
         """Queue a decoded PubMsg (clientID, guid, subject, reply, data, connID)."""
@@ -59,28 +64,34 @@ class IOPath:
                 if reply:
                     self.batch.refuse(pm[1], reply, err)
                 return
-        if self._open and not self._q:
+        if self._open:
             # the I/O task is parked: nothing is ahead of this publish, so it
             # goes straight into the batch the task commits when it wakes
             self._open -= 1
             self.batch.add_publish(pm[2], pm[1], pm[3], pm[4], reply)
         else:
+            self._open = 0
             self._q.append((OP_PUB, pm, reply))
-        self._signal()
+        if self._wake is not None:
+            self._signal()
 
     def ack(self, sub: Subscription, seq: int) -> None:
-        if self._open and not self._q:
+        if self._open:
             self._open -= 1
             self.batch.add_ack(sub, seq)
         else:
+            self._open = 0
             self._q.append((OP_ACK, sub, seq))
-        self._signal()
+        if self._wake is not None:
+            self._signal()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._open = 0
         self._q.append((OP_CALL, fn, args))
         self._signal()
 
     def acall(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        self._open = 0
         self._q.append((OP_ACALL, fn, args))
         self._signal()
 

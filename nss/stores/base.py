@@ -259,6 +259,10 @@ class SubStore(ABC):
     MaxSubscriptions is checked here for every backend; the driver counts
     its records and creates one (``_sub_count``, ``_create_sub``)."""
 
+    # whether add_seq_pending/ack_seq_pending record anything (a delivery
+    # skips the calls when not)
+    tracks_pending = True
+
     def __init__(self, limits: ChannelLimits) -> None:
         self.limits = limits
 

@@ -112,6 +112,8 @@ class MemoryMsgStore(MsgStore):
 
 
 class MemorySubStore(SubStore):
+    tracks_pending = False
+
     def __init__(self, store: MemoryStore, limits: ChannelLimits) -> None:
         super().__init__(limits)
         self._store = store

@@ -436,3 +436,156 @@ def test_which_path_runs_is_said() -> None:
 
 def test_file_options_default_poly_is_ieee() -> None:
     assert replace(FileOptions()).crc_poly == framing.IEEE_POLY
+
+
+# ------------------------------------------------------- DirectBatch, send_span
+
+
+def _unstamped(payload: bytes) -> bytes:
+    """A MsgProto without its timestamp (each twin reads the clock itself)."""
+    m = pb.MsgProto.FromString(payload)
+    m.timestamp = 0
+    return m.SerializeToString()
+
+
+def _send_one_by_one(deliverer: Any, sub: Any, msgs: Any, seq: int, last: int) -> None:
+    """The delivery loop as it was before ``send_span``: a message at a time."""
+    import time
+
+    deadline = time.time() + sub.ack_wait
+    while seq <= last:
+        if len(sub.pending) >= sub.max_inflight:
+            sub.stalled = True
+            return
+        data = msgs.lookup(seq)
+        if data is not None:
+            deliverer.publish_many(sub.inbox, [data])
+            deliverer.out_msgs += 1
+            deliverer.out_bytes += len(data)
+            if seq not in sub.pending:
+                sub.channel.subs_store.add_seq_pending(sub.id, seq)
+                sub.last_sent = max(sub.last_sent, seq)
+                sub.pending[seq] = deadline
+                if sub.timer is None:
+                    deliverer._arm(sub, sub.ack_wait)
+            if len(sub.pending) >= sub.max_inflight:
+                sub.stalled = True
+                return
+        elif seq > sub.last_sent:
+            sub.last_sent = seq
+        seq += 1
+
+
+class _ViaIO:
+    """No shortcut: every publish and ack the I/O path's own way."""
+
+    def __init__(self, io: Any) -> None:
+        self.publish = io.publish
+        self.ack = io.ack
+
+
+async def _direct_run(
+    impl: ModuleType, seed: int, mp: pytest.MonkeyPatch, via_io: type | None = None
+) -> Any:
+    """A random stream of publishes and acks through ``impl.DirectBatch``
+    into a real batch, I/O path, deliverer and MEMORY channels (parked and
+    busy I/O task, a channel new to the batch, payloads over the limit, a
+    queue group, unknown and repeated acks, MaxInFlight stalls); what a
+    client would see and what the server holds at the end."""
+    from nss.server import delivery as delivery_mod
+    from nss.server.io import IOPath
+    from nss.stores.base import StoreError
+
+    mp.setattr(delivery_mod, "send_span", impl.send_span if via_io is None else _send_one_by_one)
+    r = random.Random(seed)
+    store = MemoryStore(StoreLimits())
+    channels = ChannelRegistry(store)
+    sent: list[tuple[str, bytes]] = []
+
+    def send(subject: str, payload: bytes) -> None:
+        sent.append((subject, payload))
+
+    def send_many(subject: str, payloads: list[bytes]) -> None:
+        sent.extend((subject, p) for p in payloads)
+
+    deliverer = Deliverer(send, lambda sub: None, asyncio.get_running_loop(), send_many)
+    b = PublishBatch(
+        lambda n: channels.lookup_or_create(n)[0],
+        deliverer,
+        send,
+        lambda ch: None,
+        300,
+        get_logger(),
+    )
+    io = IOPath(b, 1024, 0, get_logger())
+    direct = impl.DirectBatch(io, StoreError) if via_io is None else via_io(io)
+    client = Client("c", "hb")
+    subs = []
+    for i, (subject, group, inflight) in enumerate(
+        [("foo", "", 7), ("foo", "", 1000), ("bar", "g", 3), ("bar", "g", 5)]
+    ):
+        ch, _ = channels.lookup_or_create(subject)
+        req = pb.SubscriptionRequest(
+            clientID="c",
+            subject=subject,
+            qGroup=group,
+            inbox=f"in.{i}",
+            maxInFlight=inflight,
+            ackWaitInSecs=30,
+        )
+        sub = create_or_resume(ch, client, req, f"ack.{i}").sub
+        attach(sub, client)
+        sub.initialized = True
+        subs.append(sub)
+    n = 0
+    for _ in range(40):
+        io._open = r.choice([0, 3, 1024])
+        for _ in range(r.randint(1, 25)):
+            if r.random() < 0.55:
+                n += 1
+                subject = r.choice(["foo", "bar", "baz"])
+                size = r.choice([0, 10, 100, 400])
+                pm = ("c", f"g{n}", subject, r.choice(["", "rep"]), bytes(size), b"conn")
+                direct.publish(pm, r.choice(["", f"pa.{n}"]))
+            else:
+                sub = r.choice(subs)
+                seqs = list(sub.pending) or [1]
+                direct.ack(sub, r.choice(seqs + [999]))
+        await io._process()
+    for s in subs:
+        s.cancel_timer()
+    wire = [(s, _unstamped(p) if s.startswith("in.") else p) for s, p in sent]
+    held = {
+        name: [_unstamped(ch.msgs.lookup(q) or b"") for q in range(1, ch.next_seq)]
+        for name, ch in channels.channels.items()
+    }
+    state = [(sorted(s.pending), s.last_sent, s.stalled) for s in subs]
+    return wire, held, state, deliverer.out_msgs, deliverer.out_bytes
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_direct_batch_does_what_the_io_path_does(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = await _direct_run(pure, seed, monkeypatch, via_io=_ViaIO)
+    b = await _direct_run(pure, seed, monkeypatch)
+    assert len(a[0]) > 50 and a == b
+
+
+@needs_compiled
+@pytest.mark.parametrize("seed", range(6))
+async def test_direct_batch_and_send_span_twins_agree(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = await _direct_run(pure, seed, monkeypatch)
+    b = await _direct_run(hot.impl, seed, monkeypatch)
+    assert len(a[0]) > 50 and a == b
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_pubs_framed_all_or_none(impl: ModuleType) -> None:
+    buf = bytearray(b"x")
+    assert impl.append_pubs(buf, "in.1", [b"ab", b"", b"cde"], 3)
+    assert buf == b"xPUB in.1 2\r\nab\r\nPUB in.1 0\r\n\r\nPUB in.1 3\r\ncde\r\n"
+    assert not impl.append_pubs(buf, "in.1", [b"ab", b"cdef"], 3)
+    assert buf == b"xPUB in.1 2\r\nab\r\nPUB in.1 0\r\n\r\nPUB in.1 3\r\ncde\r\n"

@@ -56,7 +56,7 @@ def protocol_table(
 
     handler = PublishHandler(ctx)
     # the usual publish never reaches the Python handler (nss.hot)
-    publish = PublishFastPath(ctx.clients.by_conn, handler.valid, ctx.io.publish, handler)
+    publish = PublishFastPath(ctx.clients.by_conn, handler.valid, ctx.direct.publish, handler)
     handler.stats = ctx.publish_stats = publish
     if ctx.partition is not None:
         publish_subjects = [f"{info.Publish}.{name}" for name in ctx.partition.names]
