@@ -758,10 +758,7 @@ def send_span(deliverer, sub, msgs, uint64_t seq, uint64_t last):
         deadline = (<double>t.tv_sec + <double>t.tv_nsec * 1e-9) + ack_wait
         subs_store = sub.channel.subs_store
         if subs_store.tracks_pending:
-            add_pending = subs_store.add_seq_pending
-            sub_id = sub.id
-            for key in new:
-                add_pending(sub_id, key)
+            subs_store.add_seqs_pending(sub.id, new)
         for key in new:
             pending[key] = deadline
         if sub.timer is None:

@@ -310,10 +310,7 @@ def send_span(deliverer: Any, sub: Any, msgs: Any, seq: int, last: int) -> None:
     if new:
         deadline = time.time() + sub.ack_wait
         if sub.channel.subs_store.tracks_pending:
-            add_pending = sub.channel.subs_store.add_seq_pending
-            sub_id = sub.id
-            for s in new:
-                add_pending(sub_id, s)
+            sub.channel.subs_store.add_seqs_pending(sub.id, new)
         pending.update(dict.fromkeys(new, deadline))
         if sub.timer is None:
             deliverer._arm(sub, sub.ack_wait)

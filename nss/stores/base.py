@@ -297,6 +297,12 @@ class SubStore(ABC):
     @abstractmethod
     def add_seq_pending(self, sub_id: int, seq: int) -> None: ...
 
+    def add_seqs_pending(self, sub_id: int, seqs: list[int]) -> None:
+        """``add_seq_pending`` of each of ``seqs`` (ascending): a delivery's
+        messages in one call."""
+        for seq in seqs:
+            self.add_seq_pending(sub_id, seq)
+
     @abstractmethod
     def ack_seq_pending(self, sub_id: int, seq: int) -> None: ...
 

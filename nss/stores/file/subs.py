@@ -154,6 +154,22 @@ class FileSubStore(SubStore):
         if len(ops) >= _OPS_MAX:
             self._encode_ops()
 
+    def add_seqs_pending(self, sub_id: int, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        noted = [sub_id] * (2 * len(seqs))
+        noted[1::2] = seqs
+        ops = self._ops
+        ops.extend(noted)
+        st = self._subs.get(sub_id)
+        if st is not None:
+            top = max(seqs)
+            if top > st.lastSent:
+                st.lastSent = top
+            self._pending[sub_id].update(seqs)
+        if len(ops) >= _OPS_MAX:
+            self._encode_ops()
+
     def ack_seq_pending(self, sub_id: int, seq: int) -> None:
         ops = self._ops
         ops.append(sub_id)
