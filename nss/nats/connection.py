@@ -130,6 +130,27 @@ def _never(_subject: str, _reply: str, _payload: bytes) -> None:
     """The callback of a raw subscription, which the parser calls directly."""
 
 
+class _Feed(asyncio.Protocol):
+    """The connection's protocol once the handshake is done: every read goes
+    to the parser as it arrives."""
+
+    def __init__(self, conn: NatsConnection) -> None:
+        self._conn = conn
+        assert conn._loop is not None
+        self.closed: asyncio.Future[None] = conn._loop.create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self._conn._on_data(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._conn._transport_lost(self)
+
+
 class NatsConnection:
     """One NATS connection; callbacks run synchronously in the event loop."""
 
@@ -146,9 +167,14 @@ class NatsConnection:
         self._on_disconnect = on_disconnect
         self._on_reconnect = on_reconnect
         self._on_error = on_error
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        # after the handshake the transport feeds the parser directly
+        # (_Feed); reading is paused until _start_reader
+        self._transport: asyncio.BaseTransport | None = None
+        self._feed_proto: _Feed | None = None
+        self._leftover = b""  # what the handshake read past its PONG
+        # the handshake's StreamWriter, kept: it closes the transport when
+        # garbage-collected
+        self._handshake_writer: asyncio.StreamWriter | None = None
         self._wbuf = bytearray()
         self._flush_scheduled = False
         self._subs: dict[int, _Sub] = {}
@@ -246,7 +272,15 @@ class NatsConnection:
         self.server_info = info
         learn_servers(self._addrs, info)
         self.max_payload = int(info.get("max_payload", self.max_payload))
-        self._reader, self._writer = reader, writer
+        # From here on each read goes straight to the parser: no StreamReader
+        # buffer and no reader task between the socket and the callbacks.
+        transport = writer.transport
+        transport.pause_reading()
+        self._leftover = bytes(reader._buffer)
+        proto = _Feed(self)
+        transport.set_protocol(proto)
+        self._transport, self._feed_proto = transport, proto
+        self._handshake_writer = writer
         self.connected = True
         self._parser.reset()
         # re-establish subscriptions (reconnect) before anything else is sent
@@ -257,36 +291,39 @@ class NatsConnection:
             writer.write(bytes(out))
 
     def _start_reader(self) -> None:
-        assert self._loop is not None
-        self._reader_task = self._loop.create_task(self._read_loop())
+        t = self._transport
+        if t is None or not self.connected:
+            return
+        leftover, self._leftover = self._leftover, b""
+        if leftover:
+            self._on_data(leftover)
+        if self._transport is t:
+            t.resume_reading()  # type: ignore[attr-defined]
 
-    async def _read_loop(self) -> None:
-        reader = self._reader
-        assert reader is not None
-        feed = self._parser.feed
+    def _on_data(self, data: bytes) -> None:
+        """Hand what one read returned to the parser."""
         try:
-            while True:
-                data = await reader.read(_READ_SIZE)
-                if not data:
-                    break
-                feed(data)
+            self._parser.feed(data)
         except ProtocolError as e:
             # as nats.go: the stream cannot be trusted any more, start over
             if self._on_error:
                 self._on_error(f"NATS protocol error, reconnecting: {e}")
-        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass
-        except asyncio.CancelledError:
-            return
-        self._lost()
+            self._lost()
+
+    def _transport_lost(self, proto: _Feed) -> None:
+        if proto is self._feed_proto:
+            self._lost()
 
     def _lost(self) -> None:
         if not self.connected:
             return
         self.connected = False
-        if self._writer is not None:
-            self._writer.close()
-        self._writer = None
+        if self._transport is not None:
+            self._transport.close()
+        self._transport = None
+        self._feed_proto = None
+        self._handshake_writer = None
+        self._leftover = b""
         self._wbuf.clear()
         for f in self._pongs:
             if not f.done():
@@ -335,23 +372,19 @@ class NatsConnection:
                 await self.flush(1.0)
             except (TimeoutError, NatsError):
                 pass
-        if self._reader_task:
-            self._reader_task.cancel()
-        w = self._writer
+        t, proto = self._transport, self._feed_proto
         self.connected = False
-        self._writer = None
-        if w is not None:
-            w.close()
+        self._transport = None
+        self._feed_proto = None
+        self._handshake_writer = None
+        if t is not None and proto is not None:
+            t.close()
             try:
-                await asyncio.wait_for(w.wait_closed(), 1.0)
+                await asyncio.wait_for(asyncio.shield(proto.closed), 1.0)
             except (TimeoutError, OSError, ssl.SSLError):
                 pass
 
     # ------------------------------------------------------------ from the parser
-    def _on_data(self, data: bytes) -> None:
-        """Hand what one read returned to the parser."""
-        self._parser.feed(data)
-
     def _on_msg(self, sid: int, subject: bytes, reply: bytes, payload: bytes) -> None:
         sub = self._subs.get(sid)
         if sub is not None:
@@ -424,8 +457,8 @@ class NatsConnection:
 
     def _flush_out(self) -> None:
         self._flush_scheduled = False
-        if self._writer is not None and self._wbuf:
-            self._writer.write(bytes(self._wbuf))
+        if self._transport is not None and self._wbuf:
+            self._transport.write(bytes(self._wbuf))  # type: ignore[attr-defined]
         self._wbuf.clear()
 
     def publish(self, subject: str, payload: bytes, reply: str = "") -> None:
