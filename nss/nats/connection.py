@@ -167,13 +167,11 @@ class NatsConnection:
         self._on_disconnect = on_disconnect
         self._on_reconnect = on_reconnect
         self._on_error = on_error
-        # after the handshake the transport feeds the parser directly
-        # (_Feed); reading is paused until _start_reader
+        # after the handshake the transport feeds the parser (_Feed); the
+        # handshake's StreamWriter is kept (collected, it closes the transport)
         self._transport: asyncio.BaseTransport | None = None
         self._feed_proto: _Feed | None = None
         self._leftover = b""  # what the handshake read past its PONG
-        # the handshake's StreamWriter, kept: it closes the transport when
-        # garbage-collected
         self._handshake_writer: asyncio.StreamWriter | None = None
         self._wbuf = bytearray()
         self._flush_scheduled = False
@@ -291,13 +289,10 @@ class NatsConnection:
             writer.write(bytes(out))
 
     def _start_reader(self) -> None:
-        t = self._transport
-        if t is None or not self.connected:
-            return
-        leftover, self._leftover = self._leftover, b""
-        if leftover:
+        t, leftover, self._leftover = self._transport, self._leftover, b""
+        if t is not None and leftover:
             self._on_data(leftover)
-        if self._transport is t:
+        if t is not None and self._transport is t:
             t.resume_reading()  # type: ignore[attr-defined]
 
     def _on_data(self, data: bytes) -> None:
@@ -476,8 +471,7 @@ class NatsConnection:
             self._schedule_flush()
 
     def publish_many(self, subject: str, payloads: list[bytes]) -> None:
-        """Several messages to one subject (a delivery), all or none: one
-        over the payload limit raises MaxPayloadError and nothing is sent."""
+        """Several messages to one subject, all or (MaxPayloadError) none."""
         if not self.connected:
             return
         if not append_pubs(self._wbuf, subject, payloads, self.max_payload):
