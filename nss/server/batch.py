@@ -58,6 +58,13 @@ class Delivery(Protocol):
 
 
 class PublishBatch:
+    # slots: nss.hot.DirectBatch reads the batch's dicts per message
+    __slots__ = (
+        "_acked", "_after_publish", "_channel", "_deliverer", "_log", "_parts", "_pubacks",
+        "_send", "_subjects", "_to_deliver", "batched_msgs", "batches", "flush_latency",
+        "max_payload", "send_pubacks",
+    )  # fmt: skip
+
     def __init__(
         self,
         channel_for_publish: Callable[[str], Channel],

@@ -27,6 +27,12 @@ OP_ACALL = 3  # a coroutine function, run in order and awaited
 
 
 class IOPath:
+    # slots: nss.hot.DirectBatch reads _open, _wake and refusal per message
+    __slots__ = (
+        "_batch_size", "_log", "_open", "_q", "_sleep", "_stopping", "_task", "_wake",
+        "batch", "refusal",
+    )  # fmt: skip
+
     def __init__(self, batch: PublishBatch, batch_size: int, sleep_us: int, log: Any) -> None:
         self.batch = batch
         self._batch_size = max(1, batch_size)

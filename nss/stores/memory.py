@@ -1,6 +1,8 @@
-"""MEMORY store: everything lives in dicts and is gone when the process ends."""
+"""MEMORY store: everything lives in memory and is gone when the process ends."""
 
 from __future__ import annotations
+
+from array import array
 
 from nss.options import ChannelLimits, StoreLimits
 from nss.pb import spb_pb2 as spb
@@ -8,24 +10,34 @@ from nss.stores.base import ChannelStore, MsgStore, RecoveredState, Store, SubSt
 
 
 class MemoryMsgStore(MsgStore):
-    """Messages by sequence: ``seq -> (timestamp, encoded MsgProto)``.
+    """Messages in sequence order: ``_data[seq - _base]`` is the encoded
+    MsgProto (None where a message was dropped), ``_ts`` its timestamp.
 
-    A dict keeps lookups O(1) and dropping the oldest message O(1) (it is
-    always the key ``first``)."""
+    Two flat arrays rather than a dict of ``(timestamp, bytes)`` tuples: a
+    message costs its bytes plus 16 (a dict entry, an int key, a tuple and
+    an int cost about 150 more), lookups stay O(1), and dropping the oldest
+    stays O(1) amortised: the dropped head is cut off in one slice once it
+    is half of the arrays (never while a batch holds a mark)."""
+
+    _TRIM = 4096  # dropped entries at the head before they are cut off
 
     def __init__(self, name: str, limits: ChannelLimits) -> None:
         super().__init__(name, limits)
-        self._msgs: dict[int, tuple[int, bytes]] = {}
+        self._data: list[bytes | None] = []
+        self._ts = array("q")
+        self._base = 0  # the sequence of _data[0]
         self._first = 0
         self._last = 0
+        self._count = 0
         self._bytes = 0
-        # (first, last, bytes, hit_limit) at mark(), and the messages the
-        # limits dropped since (oldest first), put back by rollback()
-        self._mark: tuple[int, int, int, bool] | None = None
-        self._dropped: list[tuple[int, tuple[int, bytes]]] = []
+        # (first, last, count, bytes, hit_limit) at mark(), and the messages
+        # the limits dropped since as (seq, timestamp, data), put back by
+        # rollback()
+        self._mark: tuple[int, int, int, int, bool] | None = None
+        self._dropped: list[tuple[int, int, bytes]] = []
 
     def mark(self) -> None:
-        self._mark = (self._first, self._last, self._bytes, self.hit_limit)
+        self._mark = (self._first, self._last, self._count, self._bytes, self.hit_limit)
         self._dropped = []
 
     def rollback(self) -> None:
@@ -33,36 +45,71 @@ class MemoryMsgStore(MsgStore):
         if m is None:
             return
         self._mark = None
-        msgs = self._msgs
-        for s in range(m[1] + 1, self._last + 1):
-            msgs.pop(s, None)
-        for s, e in self._dropped:
-            if s <= m[1]:  # not one of the batch's own
-                msgs[s] = e
+        first, last, count, nbytes, hit = m
+        keep = max(last - self._base + 1, 0)
+        del self._data[keep:]
+        del self._ts[keep:]
+        for s, ts, data in self._dropped:
+            if s <= last:  # not one of the batch's own
+                self._data[s - self._base] = data
+                self._ts[s - self._base] = ts
         self._dropped = []
-        self._first, self._last, self._bytes, self.hit_limit = m
+        self._first, self._last, self._count, self._bytes, self.hit_limit = m
 
     def release(self) -> None:
         self._mark = None
         self._dropped = []
 
     def store(self, seq: int, timestamp: int, data: bytes) -> None:
-        if seq <= self._last:
+        last = self._last
+        if seq <= last:
             return
-        if self._first == 0 or not self._msgs:
+        d = self._data
+        # while d holds anything it ends at _last
+        if seq != last + 1 or not d:
+            if not d:
+                self._base = seq
+            else:  # sequences never stored: absent, as dropped ones are
+                d.extend([None] * (seq - last - 1))
+                self._ts.extend([0] * (seq - last - 1))
+        d.append(data)
+        self._ts.append(timestamp)
+        if not self._count:
             self._first = seq
-        self._msgs[seq] = (timestamp, data)
+        self._count += 1
         self._last = seq
         self._bytes += len(data) if self.cipher is None else self.cipher.sealed_size(data)
-        if len(self._msgs) > self.over_msgs or self._bytes > self.over_bytes:
-            self.apply_limits(len(self._msgs), self._bytes)
+        if self._count > self.over_msgs or self._bytes > self.over_bytes:
+            self.apply_limits(self._count, self._bytes)
+
+    def _drop_first(self) -> tuple[int, bytes]:
+        """Take the first message out: (timestamp, data)."""
+        i = self._first - self._base
+        data = self._data[i]
+        assert data is not None
+        self._data[i] = None
+        self._count -= 1
+        self._bytes -= self._size(data)
+        f = self._first + 1
+        d, base, last = self._data, self._base, self._last
+        while f <= last and d[f - base] is None:
+            f += 1
+        self._first = f
+        return self._ts[i], data
+
+    def _trim(self) -> None:
+        k = self._first - self._base
+        if self._mark is None and k >= self._TRIM and 2 * k >= len(self._data):
+            del self._data[:k]
+            del self._ts[:k]
+            self._base += k
 
     def _drop_oldest(self) -> bool:
-        e = self._msgs.pop(self._first)
+        seq = self._first
+        ts, data = self._drop_first()
         if self._mark is not None:
-            self._dropped.append((self._first, e))
-        self._bytes -= self._size(e[1])
-        self._first += 1
+            self._dropped.append((seq, ts, data))
+        self._trim()
         return True
 
     def _size(self, data: bytes) -> int:
@@ -72,15 +119,19 @@ class MemoryMsgStore(MsgStore):
         return len(data) if self.cipher is None else self.cipher.sealed_size(data)
 
     def lookup(self, seq: int) -> bytes | None:
-        m = self._msgs.get(seq)
-        return m[1] if m is not None else None
+        i = seq - self._base
+        if i < 0 or i >= len(self._data):
+            return None
+        return self._data[i]
 
     def timestamp_of(self, seq: int) -> int | None:
-        m = self._msgs.get(seq)
-        return m[0] if m is not None else None
+        i = seq - self._base
+        if i < 0 or i >= len(self._data) or self._data[i] is None:
+            return None
+        return self._ts[i]
 
     def first_sequence(self) -> int:
-        if not self._msgs:
+        if not self._count:
             return self._last + 1 if self._last else 0
         return self._first
 
@@ -88,25 +139,27 @@ class MemoryMsgStore(MsgStore):
         return self._last
 
     def state(self) -> tuple[int, int]:
-        return len(self._msgs), self._bytes
+        return self._count, self._bytes
 
     def expire(self, now_ns: int) -> float | None:
         max_age = self.limits.max_age
-        if max_age <= 0 or not self._msgs:
+        if max_age <= 0 or not self._count:
             return None
         cutoff = now_ns - int(max_age * 1e9)
-        msgs = self._msgs
-        while msgs:
-            ts, data = msgs[self._first]
-            if ts > cutoff:
-                return (ts - cutoff) / 1e9
-            del msgs[self._first]
-            self._bytes -= self._size(data)
-            self._first += 1
-        return None
+        try:
+            while self._count:
+                ts = self._ts[self._first - self._base]
+                if ts > cutoff:
+                    return (ts - cutoff) / 1e9
+                self._drop_first()
+            return None
+        finally:
+            self._trim()
 
     def empty(self) -> None:
-        self._msgs.clear()
+        self._data.clear()
+        del self._ts[:]
+        self._count = 0
         self._bytes = 0
         self._first = self._last + 1 if self._last else 0
 

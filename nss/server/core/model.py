@@ -57,6 +57,13 @@ class Channel:
     ``next_seq`` and ``last_ts`` live here, not in the store, because the I/O
     path assigns them while the store only records what it is given."""
 
+    # slots: the compiled hot path reads and sets these per message
+    __slots__ = (
+        "age_handle", "by_ack", "deleting", "durables", "inactivity_handle", "last_activity",
+        "last_ts", "msgs", "name", "next_seq", "plain", "queues", "store", "subs_store",
+        "__weakref__",
+    )  # fmt: skip
+
     def __init__(self, name: str, store: ChannelStore) -> None:
         self.name = name
         self.store = store
