@@ -34,6 +34,7 @@ append_msg_record = impl.append_msg_record
 append_pub = impl.append_pub
 append_pubacks = impl.append_pubacks
 append_pubs = impl.append_pubs
+append_sub_ops = impl.append_sub_ops
 crc32 = impl.crc32
 decode_ack = impl.decode_ack
 decode_pubmsg = impl.decode_pubmsg

@@ -503,6 +503,12 @@ def append_msg_record(bytearray wbuf, bytearray ibuf, uint64_t seq, uint64_t off
 def sub_record(int rtype, uint64_t sub_id, uint64_t seq, uint32_t poly):
     """A ``subs.dat`` record of type ``rtype`` holding SubStateUpdate{ID, seqno}
     (zero fields left out, as gogo-protobuf writes them)."""
+    cdef char rec[32]
+    cdef Py_ssize_t n = _put_sub_record(rec, rtype, sub_id, seq, poly) - rec
+    return PyBytes_FromStringAndSize(rec, n)
+
+
+cdef char* _put_sub_record(char* o, int rtype, uint64_t sub_id, uint64_t seq, uint32_t poly) noexcept:
     cdef char payload[24]
     cdef char* q = payload
     if sub_id:
@@ -512,12 +518,34 @@ def sub_record(int rtype, uint64_t sub_id, uint64_t seq, uint32_t poly):
         q[0] = 0x10
         q = _put_varint(q + 1, seq)
     cdef Py_ssize_t n = q - payload
-    out = PyBytes_FromStringAndSize(NULL, 8 + n)
-    cdef char* o = PyBytes_AS_STRING(out)
     o = _u32(o, (<uint32_t>rtype << 24) | <uint32_t>n)
     o = _u32(o, _crc(poly, <const unsigned char*>payload, n))
     memcpy(o, payload, n)
-    return out
+    return o + n
+
+
+def append_sub_ops(bytearray buf, list ops, int msg_type, int ack_type, uint32_t poly):
+    """The ``subs.dat`` records of noted operations ``[sub ID, seq, ...]``
+    onto ``buf``: a pending record for a seq >= 0, an ack record of ``~seq``
+    for one below; how many were acks."""
+    cdef Py_ssize_t i, n = len(ops), acks = 0
+    cdef Py_ssize_t start = PyByteArray_GET_SIZE(buf)
+    cdef char* q0 = _grow(buf, (n // 2) * 32)
+    cdef char* q = q0
+    cdef uint64_t sid
+    cdef object seq
+    if n % 2:
+        raise ValueError("ops holds pairs")
+    for i in range(0, n, 2):
+        sid = ops[i]
+        seq = ops[i + 1]
+        if seq >= 0:
+            q = _put_sub_record(q, msg_type, sid, <uint64_t>seq, poly)
+        else:
+            q = _put_sub_record(q, ack_type, sid, <uint64_t>(~seq), poly)
+            acks += 1
+    PyByteArray_Resize(buf, start + (q - q0))
+    return acks
 
 
 # ------------------------------------------------------------------ PubAcks

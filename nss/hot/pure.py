@@ -28,6 +28,7 @@ __all__ = [
     "append_pub",
     "append_pubacks",
     "append_pubs",
+    "append_sub_ops",
     "crc32",
     "decode_ack",
     "decode_pubmsg",
@@ -118,6 +119,20 @@ def append_msg_record(
 def sub_record(rtype: int, sub_id: int, seq: int, poly: int) -> bytes:
     payload = encode_id_seq(sub_id, seq)
     return REC_HDR.pack((rtype << 24) | len(payload), _crc_func(poly)(payload)) + payload
+
+
+def append_sub_ops(buf: bytearray, ops: list[int], msg_type: int, ack_type: int, poly: int) -> int:
+    """The ``subs.dat`` records of noted operations ``[sub ID, seq, ...]``
+    onto ``buf``: a pending record for a seq >= 0, an ack record of ``~seq``
+    for one below; how many were acks."""
+    acks = 0
+    for sid, seq in zip(ops[0::2], ops[1::2], strict=True):
+        if seq >= 0:
+            buf += sub_record(msg_type, sid, seq, poly)
+        else:
+            buf += sub_record(ack_type, sid, ~seq, poly)
+            acks += 1
+    return acks
 
 
 def append_pubacks(buf: bytearray, pubacks: list[tuple[str, str, Any, str]]) -> None:

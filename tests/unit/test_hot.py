@@ -350,7 +350,7 @@ async def _file_store_bytes(root: Path, impl: ModuleType, poly: int) -> dict[str
     record framing of ``impl``; every file's bytes afterwards."""
     mp = pytest.MonkeyPatch()
     mp.setattr(msglog_mod, "append_msg_record", impl.append_msg_record)
-    mp.setattr(subs_mod, "sub_record", impl.sub_record)
+    mp.setattr(subs_mod, "append_sub_ops", impl.append_sub_ops)
     try:
         fs = FileStore(str(root), StoreLimits(), FileOptions(do_sync=False, crc_poly=poly))
         assert fs.recover() is None
@@ -580,6 +580,25 @@ async def test_direct_batch_and_send_span_twins_agree(
     a = await _direct_run(pure, seed, monkeypatch)
     b = await _direct_run(hot.impl, seed, monkeypatch)
     assert len(a[0]) > 50 and a == b
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sub_ops_are_the_records_one_by_one(impl: ModuleType) -> None:
+    r = random.Random(7)
+    ops: list[int] = []
+    for _ in range(500):
+        sid = r.choice([0, 1, 300, 2**40])
+        seq = r.choice([0, 5, 2**20, 2**63 - 1])
+        ops += [sid, seq if r.random() < 0.5 else ~seq]
+    want = b"".join(
+        pure.sub_record(5, sid, seq, CASTAGNOLI)
+        if seq >= 0
+        else pure.sub_record(4, sid, ~seq, CASTAGNOLI)
+        for sid, seq in zip(ops[0::2], ops[1::2], strict=True)
+    )
+    buf = bytearray(b"head")
+    assert impl.append_sub_ops(buf, ops, 5, 4, CASTAGNOLI) == sum(s < 0 for s in ops[1::2])
+    assert buf == b"head" + want
 
 
 @pytest.mark.parametrize("impl", IMPLS)

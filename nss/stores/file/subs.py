@@ -8,7 +8,7 @@ import time
 
 from google.protobuf.message import DecodeError
 
-from nss.hot import sub_record
+from nss.hot import append_sub_ops
 from nss.log import get_logger
 from nss.options import ChannelLimits
 from nss.pb import spb_pb2 as spb
@@ -223,16 +223,9 @@ class FileSubStore(SubStore):
         if not ops:
             return
         self._ops = []
-        n_acks = 0
-        poly = self._crc_poly
         buf = self._buf
         start = len(buf)
-        for sid, seq in zip(ops[0::2], ops[1::2], strict=True):
-            if seq >= 0:
-                buf += sub_record(SUB_REC_MSG, sid, seq, poly)
-            else:
-                buf += sub_record(SUB_REC_ACK, sid, ~seq, poly)
-                n_acks += 1
+        n_acks = append_sub_ops(buf, ops, SUB_REC_MSG, SUB_REC_ACK, self._crc_poly)
         self._file_size += len(buf) - start
         self._num_recs += len(ops) // 2 - n_acks
         self._del_recs += n_acks
