@@ -383,25 +383,32 @@ async def test_file_store_writes_identical_files(tmp_path: Path, poly: int) -> N
     assert a == b
 
 
-async def _batch_wire(impl: ModuleType, mp: pytest.MonkeyPatch) -> list[tuple[str, bytes]]:
-    mp.setattr(batch_mod, "encode_msgproto", impl.encode_msgproto)
-    mp.setattr(batch_mod, "encode_puback", impl.encode_puback)
-    store = MemoryStore(StoreLimits())
-    channels = ChannelRegistry(store)
+def _memory_batch(
+    max_payload: int,
+) -> tuple[ChannelRegistry, PublishBatch, list[tuple[str, bytes]]]:
+    """MEMORY channels, a deliverer and a publish batch whose sends are
+    recorded in the list returned."""
+    channels = ChannelRegistry(MemoryStore(StoreLimits()))
     sent: list[tuple[str, bytes]] = []
 
     def send(subject: str, payload: bytes) -> None:
         sent.append((subject, payload))
 
-    deliverer = Deliverer(send, lambda sub: None, asyncio.get_running_loop())
+    def send_many(subject: str, payloads: list[bytes]) -> None:
+        sent.extend((subject, p) for p in payloads)
+
+    deliverer = Deliverer(send, lambda sub: None, asyncio.get_running_loop(), send_many)
     b = PublishBatch(
-        lambda n: channels.lookup_or_create(n)[0],
-        deliverer,
-        send,
-        lambda ch: None,
-        4096,
-        get_logger(),
-    )
+        lambda n: channels.lookup_or_create(n)[0], deliverer, send, lambda ch: None,
+        max_payload, get_logger(),
+    )  # fmt: skip
+    return channels, b, sent
+
+
+async def _batch_wire(impl: ModuleType, mp: pytest.MonkeyPatch) -> list[tuple[str, bytes]]:
+    mp.setattr(batch_mod, "encode_msgproto", impl.encode_msgproto)
+    mp.setattr(batch_mod, "encode_puback", impl.encode_puback)
+    channels, b, sent = _memory_batch(4096)
     ch, _ = channels.lookup_or_create("foo")
     client = Client("c", "hb")
     req = pb.SubscriptionRequest(
@@ -498,25 +505,8 @@ async def _direct_run(
 
     mp.setattr(delivery_mod, "send_span", impl.send_span if via_io is None else _send_one_by_one)
     r = random.Random(seed)
-    store = MemoryStore(StoreLimits())
-    channels = ChannelRegistry(store)
-    sent: list[tuple[str, bytes]] = []
-
-    def send(subject: str, payload: bytes) -> None:
-        sent.append((subject, payload))
-
-    def send_many(subject: str, payloads: list[bytes]) -> None:
-        sent.extend((subject, p) for p in payloads)
-
-    deliverer = Deliverer(send, lambda sub: None, asyncio.get_running_loop(), send_many)
-    b = PublishBatch(
-        lambda n: channels.lookup_or_create(n)[0],
-        deliverer,
-        send,
-        lambda ch: None,
-        300,
-        get_logger(),
-    )
+    channels, b, sent = _memory_batch(300)
+    deliverer = b._deliverer
     io = IOPath(b, 1024, 0, get_logger())
     direct = impl.DirectBatch(io, StoreError) if via_io is None else via_io(io)
     client = Client("c", "hb")
