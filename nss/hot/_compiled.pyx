@@ -668,7 +668,10 @@ cdef class DirectBatch:
     holds, and the ack of a message pending on a plain subscription, done as
     ``PublishBatch.add_publish``, ``PublishBatch.add_ack`` and
     ``Deliverer.ack`` would. Anything else goes to ``io.publish`` or
-    ``io.ack`` (see the Python twin for the cases)."""
+    ``io.ack``, which decide as they always did: a channel new to the batch,
+    a failed part, a payload over the limit, a queue member, an unknown
+    sequence, a refusing store, a busy queue. (The Python twin sends
+    everything there.)"""
 
     cdef readonly object io, batch
     cdef object store_error

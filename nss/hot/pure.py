@@ -204,84 +204,17 @@ class PublishFastPath:
 
 
 class DirectBatch:
-    """Publishes and acks straight into the publish batch while the I/O task
-    is parked on an empty queue (as the compiled one).
+    """The raw publish and ack callbacks' way into the I/O path (as the
+    compiled one, which does the usual publish and ack itself while the I/O
+    task is parked): here both go to ``io.publish`` and ``io.ack``, whose own
+    shortcut puts them straight into the batch then. The compiled twin is
+    held to this by ``tests/unit/test_hot.py``."""
 
-    It does the two cases that make up a steady stream, exactly as the I/O
-    path would (``PublishBatch.add_publish``, ``PublishBatch.add_ack`` and
-    ``Deliverer.ack``): a publish to a channel the batch already holds, and
-    the ack of a message pending on a plain subscription. Anything else (a
-    channel new to the batch, a failed part, a queue member, an unknown
-    sequence, a refusing store, a busy queue) goes to ``io.publish`` or
-    ``io.ack``, which decide as they always did."""
-
-    __slots__ = ("batch", "io", "store_error")
+    __slots__ = ("ack", "publish")
 
     def __init__(self, io: Any, store_error: type[Exception]) -> None:
-        self.io = io
-        self.batch = io.batch
-        self.store_error = store_error
-
-    def publish(self, pm: tuple[str, str, str, str, bytes, bytes], reply: str) -> None:
-        io = self.io
-        if io._open > 0 and io.refusal is None and self._stage(pm, reply):
-            io._open -= 1
-            if io._wake is not None:
-                io._signal()
-            return
-        io.publish(pm, reply)
-
-    def _stage(self, pm: tuple[str, str, str, str, bytes, bytes], reply: str) -> bool:
-        batch = self.batch
-        subject = pm[2]
-        known = batch._subjects.get(subject)
-        if known is None:
-            return False
-        ch, part = known
-        if part.error:
-            return False
-        seq = ch.next_seq
-        ts = time.time_ns()
-        if ts < ch.last_ts:
-            ts = ch.last_ts
-        encoded = encode_msgproto(seq, subject, pm[3], pm[4], ts)
-        if len(encoded) > batch.max_payload:
-            return False
-        part.count += 1
-        if reply:
-            batch._pubacks.append((reply, pm[1], part, ""))
-        try:
-            ch.msgs.store(seq, ts, encoded)
-        except self.store_error as e:
-            batch._fail(ch, part, str(e))
-            return True
-        ch.next_seq = seq + 1
-        ch.last_ts = ts
-        return True
-
-    def ack(self, sub: Any, seq: int) -> None:
-        io = self.io
-        if io._open > 0 and sub.group is None:
-            pending = sub.pending
-            if seq in pending:
-                del pending[seq]
-                ch = sub.channel
-                subs_store = ch.subs_store
-                if subs_store.tracks_pending:
-                    subs_store.ack_seq_pending(sub.id, seq)
-                sub.redeliveries.pop(seq, None)
-                if not pending:
-                    sub.cancel_timer()
-                batch = self.batch
-                if sub.stalled and len(pending) < sub.max_inflight:
-                    sub.stalled = False
-                    batch._to_deliver[sub] = None
-                batch._acked[ch] = None
-                io._open -= 1
-                if io._wake is not None:
-                    io._signal()
-                return
-        io.ack(sub, seq)
+        self.publish = io.publish
+        self.ack = io.ack
 
 
 def send_span(deliverer: Any, sub: Any, msgs: Any, seq: int, last: int) -> None:

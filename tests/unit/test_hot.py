@@ -483,18 +483,9 @@ def _send_one_by_one(deliverer: Any, sub: Any, msgs: Any, seq: int, last: int) -
         seq += 1
 
 
-class _ViaIO:
-    """No shortcut: every publish and ack the I/O path's own way."""
-
-    def __init__(self, io: Any) -> None:
-        self.publish = io.publish
-        self.ack = io.ack
-
-
-async def _direct_run(
-    impl: ModuleType, seed: int, mp: pytest.MonkeyPatch, via_io: type | None = None
-) -> Any:
+async def _direct_run(impl: ModuleType, seed: int, mp: pytest.MonkeyPatch, send: Any = None) -> Any:
     """A random stream of publishes and acks through ``impl.DirectBatch``
+    (deliveries by ``send``, else ``impl.send_span``)
     into a real batch, I/O path, deliverer and MEMORY channels (parked and
     busy I/O task, a channel new to the batch, payloads over the limit, a
     queue group, unknown and repeated acks, MaxInFlight stalls); what a
@@ -503,12 +494,12 @@ async def _direct_run(
     from nss.server.io import IOPath
     from nss.stores.base import StoreError
 
-    mp.setattr(delivery_mod, "send_span", impl.send_span if via_io is None else _send_one_by_one)
+    mp.setattr(delivery_mod, "send_span", send or impl.send_span)
     r = random.Random(seed)
     channels, b, sent = _memory_batch(300)
     deliverer = b._deliverer
     io = IOPath(b, 1024, 0, get_logger())
-    direct = impl.DirectBatch(io, StoreError) if via_io is None else via_io(io)
+    direct = impl.DirectBatch(io, StoreError)
     client = Client("c", "hb")
     subs = []
     for i, (subject, group, inflight) in enumerate(
@@ -553,22 +544,15 @@ async def _direct_run(
     return wire, held, state, deliverer.out_msgs, deliverer.out_bytes
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("seed", range(6))
-async def test_direct_batch_does_what_the_io_path_does(
-    seed: int, monkeypatch: pytest.MonkeyPatch
+async def test_direct_batch_and_send_span_do_what_the_io_path_does(
+    impl: ModuleType, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    a = await _direct_run(pure, seed, monkeypatch, via_io=_ViaIO)
-    b = await _direct_run(pure, seed, monkeypatch)
-    assert len(a[0]) > 50 and a == b
-
-
-@needs_compiled
-@pytest.mark.parametrize("seed", range(6))
-async def test_direct_batch_and_send_span_twins_agree(
-    seed: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    a = await _direct_run(pure, seed, monkeypatch)
-    b = await _direct_run(hot.impl, seed, monkeypatch)
+    """The reference: the pure DirectBatch (the I/O path's own way) with
+    deliveries one message at a time, as before ``send_span``."""
+    a = await _direct_run(pure, seed, monkeypatch, send=_send_one_by_one)
+    b = await _direct_run(impl, seed, monkeypatch)
     assert len(a[0]) > 50 and a == b
 
 
