@@ -305,6 +305,14 @@ class NatsConnection:
                 self._on_error(f"NATS protocol error, reconnecting: {e}")
             self._lost()
 
+    def _detach(self) -> tuple[asyncio.BaseTransport | None, _Feed | None]:
+        """Forget the transport (not connected any more); it and its protocol."""
+        t, proto = self._transport, self._feed_proto
+        self.connected = False
+        self._transport = self._feed_proto = self._handshake_writer = None
+        self._leftover = b""
+        return t, proto
+
     def _transport_lost(self, proto: _Feed) -> None:
         if proto is self._feed_proto:
             self._lost()
@@ -312,13 +320,9 @@ class NatsConnection:
     def _lost(self) -> None:
         if not self.connected:
             return
-        self.connected = False
-        if self._transport is not None:
-            self._transport.close()
-        self._transport = None
-        self._feed_proto = None
-        self._handshake_writer = None
-        self._leftover = b""
+        t, _ = self._detach()
+        if t is not None:
+            t.close()
         self._wbuf.clear()
         for f in self._pongs:
             if not f.done():
@@ -367,11 +371,7 @@ class NatsConnection:
                 await self.flush(1.0)
             except (TimeoutError, NatsError):
                 pass
-        t, proto = self._transport, self._feed_proto
-        self.connected = False
-        self._transport = None
-        self._feed_proto = None
-        self._handshake_writer = None
+        t, proto = self._detach()
         if t is not None and proto is not None:
             t.close()
             try:
