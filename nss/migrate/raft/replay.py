@@ -34,7 +34,7 @@ from nss.migrate.summary import Digest
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.server.core.channels import ChannelRegistry
-from nss.server.core.clients import ClientRegistry
+from nss.server.core.clients import ClientRegistry, client_info
 from nss.server.core.model import Channel, Client
 from nss.server.core.recovery import restore_sub
 from nss.server.core.subscriptions import attach, create_or_resume, find_by_inbox, take_offline
@@ -179,16 +179,7 @@ class Replayer:
         req = op.ClientConnect.Request
         if op.ClientConnect.Refresh:
             self._close_client(req.clientID)
-        return self._register(
-            spb.ClientInfo(
-                ID=req.clientID,
-                HbInbox=req.heartbeatInbox,
-                ConnID=req.connID,
-                Protocol=req.protocol,
-                PingInterval=req.pingInterval,
-                PingMaxOut=req.pingMaxOut,
-            )
-        )
+        return self._register(client_info(req))
 
     def _disconnect(self, op: spb.RaftOperation) -> bool:
         return self._close_client(op.ClientDisconnect.clientID)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from nss.pb import protocol_pb2 as pb
+from nss.pb import spb_pb2 as spb
 from nss.server.core.model import Client
 
 # fullmatch: Go's "$" does not match before a trailing newline as Python's does
@@ -16,6 +18,18 @@ _CLIENT_ID_RE = re.compile(r"[a-zA-Z0-9_-]+")
 
 def valid_client_id(client_id: str) -> bool:
     return _CLIENT_ID_RE.fullmatch(client_id) is not None
+
+
+def client_info(req: pb.ConnectRequest) -> spb.ClientInfo:
+    """The stored record of the client a ConnectRequest registers."""
+    return spb.ClientInfo(
+        ID=req.clientID,
+        HbInbox=req.heartbeatInbox,
+        ConnID=req.connID,
+        Protocol=req.protocol,
+        PingInterval=req.pingInterval,
+        PingMaxOut=req.pingMaxOut,
+    )
 
 
 class ClientRegistry:

@@ -11,10 +11,9 @@ from google.protobuf.message import DecodeError
 
 from nss.nats.connection import NatsError, NoRespondersError
 from nss.pb import protocol_pb2 as pb
-from nss.pb import spb_pb2 as spb
 from nss.pb.wire import go_decode
 from nss.server.context import ServerContext
-from nss.server.core.clients import valid_client_id
+from nss.server.core.clients import client_info, valid_client_id
 from nss.server.core.model import Client
 from nss.server.delivery import sendable
 from nss.server.ops.close import close_client
@@ -89,27 +88,13 @@ async def _replace_client(
 
 
 async def register_client(ctx: ServerContext, req: pb.ConnectRequest) -> pb.ConnectResponse:
-    info = spb.ClientInfo(
-        ID=req.clientID,
-        HbInbox=req.heartbeatInbox,
-        ConnID=req.connID,
-        Protocol=req.protocol,
-        PingInterval=req.pingInterval,
-        PingMaxOut=req.pingMaxOut,
-    )
+    info = client_info(req)
     try:
         ctx.store.add_client(info)
         await ctx.store.flush()
     except StoreError as e:
         return pb.ConnectResponse(error=str(e))
-    client = Client(
-        id=req.clientID,
-        hb_inbox=req.heartbeatInbox,
-        conn_id=req.connID,
-        protocol=req.protocol,
-        ping_interval=req.pingInterval,
-        ping_max_out=req.pingMaxOut,
-    )
+    client = Client.from_info(info)
     ctx.clients.add(client)
     if ctx.heartbeats is not None:
         ctx.heartbeats.arm(client, ctx.opts.hb_interval)
