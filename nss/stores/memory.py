@@ -45,7 +45,7 @@ class MemoryMsgStore(MsgStore):
         if m is None:
             return
         self._mark = None
-        first, last, count, nbytes, hit = m
+        last = m[1]
         keep = max(last - self._base + 1, 0)
         del self._data[keep:]
         del self._ts[keep:]

@@ -155,6 +155,17 @@ def test_wrong_key_stops_the_start_naming_the_channel(
     assert "NATS_STREAMING_ENCRYPTION_KEY" in msg and "nss-rekey" in msg
 
 
+async def _three_messages_then_close(st: Any) -> None:
+    """Messages 1-3 ("p1".."p3") on channel "ch" of a store just recovered."""
+    st.init(spb.ServerInfo(ClusterID="c"))
+    ms = st.create_channel("ch").msgs
+    for seq in (1, 2, 3):
+        m = pb.MsgProto(sequence=seq, subject="ch", data=b"p%d" % seq)
+        ms.store(seq, seq, m.SerializeToString())
+    await ms.flush()
+    await st.close()
+
+
 async def test_damaged_ciphertext_is_reported_with_file_and_offset_never_served(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -163,13 +174,7 @@ async def test_damaged_ciphertext_is_reported_with_file_and_offset_never_served(
     lookup logs the file and offset like a CRC error and serves nothing."""
     st = _file_store(tmp_path, StoreCrypto(CODE_AES, b"key!"))
     assert st.recover() is None
-    st.init(spb.ServerInfo(ClusterID="c"))
-    ms = st.create_channel("ch").msgs
-    for seq in (1, 2, 3):
-        m = pb.MsgProto(sequence=seq, subject="ch", data=b"p%d" % seq)
-        ms.store(seq, seq, m.SerializeToString())
-    await ms.flush()
-    await st.close()
+    await _three_messages_then_close(st)
     dat = tmp_path / "store" / "ch" / "msgs.1.dat"
     b = bytearray(dat.read_bytes())
     offsets = []
@@ -299,13 +304,7 @@ async def test_damaged_ciphertext_row_is_reported_never_served(
 
     st = open_store()
     assert st.recover() is None
-    st.init(spb.ServerInfo(ClusterID="c"))
-    ms = st.create_channel("ch").msgs
-    for seq in (1, 2, 3):
-        m = pb.MsgProto(sequence=seq, subject="ch", data=b"p%d" % seq)
-        ms.store(seq, seq, m.SerializeToString())
-    await ms.flush()
-    await st.close()
+    await _three_messages_then_close(st)
     pg_server.admin(  # flip the last byte of the tag of message 2
         "UPDATE Messages SET data = set_byte(data, length(data) - 1, "
         "get_byte(data, length(data) - 1) # 255) WHERE seq = 2",
