@@ -31,6 +31,7 @@ DirectBatch = impl.DirectBatch
 Parser = impl.Parser
 PublishFastPath = impl.PublishFastPath
 append_msg_record = impl.append_msg_record
+append_msg_records = impl.append_msg_records
 append_pub = impl.append_pub
 append_pubacks = impl.append_pubacks
 append_pubs = impl.append_pubs

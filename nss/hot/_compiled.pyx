@@ -500,6 +500,39 @@ def append_msg_record(bytearray wbuf, bytearray ibuf, uint64_t seq, uint64_t off
     _u32(q, _crc(poly, <const unsigned char*>body, 28))
 
 
+def append_msg_records(bytearray wbuf, bytearray ibuf, uint64_t first, uint64_t offset,
+                       list tss, list datas, uint32_t poly):
+    """``append_msg_record`` for messages ``first``, ``first + 1``, ... written
+    one after the other from ``offset``; their payload bytes in all."""
+    cdef Py_ssize_t k, n = len(datas), total = 0, size
+    if len(tss) != n:
+        raise ValueError("as many timestamps as messages")
+    # every value checked before a byte is added: a bad one leaves no half record
+    for k in range(n):
+        total += PyBytes_GET_SIZE(<bytes?>datas[k])
+        <int64_t>tss[k]
+    cdef char* q = _grow(wbuf, 8 * n + total)
+    cdef char* x = _grow(ibuf, 32 * n)
+    cdef char* body
+    cdef const unsigned char* d
+    for k in range(n):
+        data = <bytes>datas[k]
+        size = PyBytes_GET_SIZE(data)
+        d = <const unsigned char*>PyBytes_AS_STRING(data)
+        q = _u32(q, <uint32_t>size)
+        q = _u32(q, _crc(poly, d, size))
+        memcpy(q, d, size)
+        q += size
+        body = x
+        x = _u64(x, first + <uint64_t>k)
+        x = _u64(x, offset)
+        x = _u64(x, <uint64_t><int64_t>tss[k])
+        x = _u32(x, <uint32_t>size)
+        x = _u32(x, _crc(poly, <const unsigned char*>body, 28))
+        offset += 8 + <uint64_t>size
+    return total
+
+
 def sub_record(int rtype, uint64_t sub_id, uint64_t seq, uint32_t poly):
     """A ``subs.dat`` record of type ``rtype`` holding SubStateUpdate{ID, seqno}
     (zero fields left out, as gogo-protobuf writes them)."""
@@ -669,17 +702,15 @@ cdef class DirectBatch:
     ``PublishBatch.add_publish``, ``PublishBatch.add_ack`` and
     ``Deliverer.ack`` would. Anything else goes to ``io.publish`` or
     ``io.ack``, which decide as they always did: a channel new to the batch,
-    a failed part, a payload over the limit, a queue member, an unknown
+    a payload over the limit, a queue member, an unknown
     sequence, a refusing store, a busy queue. (The Python twin sends
     everything there.)"""
 
     cdef readonly object io, batch
-    cdef object store_error
 
-    def __init__(self, io, store_error):
+    def __init__(self, io):
         self.io = io
         self.batch = io.batch
-        self.store_error = store_error
 
     def publish(self, tuple pm, str reply):
         io = self.io
@@ -698,8 +729,6 @@ cdef class DirectBatch:
             return False
         ch = (<tuple>known)[0]
         part = (<tuple>known)[1]
-        if part.error:
-            return False
         seq = ch.next_seq
         cdef int64_t last_ts = ch.last_ts
         cdef int64_t ts = _time_ns()
@@ -711,11 +740,8 @@ cdef class DirectBatch:
         part.count += 1
         if reply:
             (<list>batch._pubacks).append((reply, pm[1], part, ""))
-        try:
-            ch.msgs.store(seq, ts, encoded)
-        except self.store_error as e:
-            batch._fail(ch, part, str(e))
-            return True
+        (<list>part.tss).append(ts)
+        (<list>part.datas).append(encoded)
         ch.next_seq = seq + 1
         ch.last_ts = ts
         return True

@@ -25,6 +25,7 @@ __all__ = [
     "Parser",
     "PublishFastPath",
     "append_msg_record",
+    "append_msg_records",
     "append_pub",
     "append_pubacks",
     "append_pubs",
@@ -114,6 +115,29 @@ def append_msg_record(
     body = IDX_BODY.pack(seq, offset, ts, n)
     ibuf += body
     ibuf += U32.pack(crc(body))
+
+
+def append_msg_records(
+    wbuf: bytearray,
+    ibuf: bytearray,
+    first: int,
+    offset: int,
+    tss: list[int],
+    datas: list[bytes],
+    poly: int,
+) -> int:
+    """``append_msg_record`` for messages ``first``, ``first + 1``, ... written
+    one after the other from ``offset``; their payload bytes in all."""
+    # framed aside first: a bad value leaves no half record in the buffers
+    w, x = bytearray(), bytearray()
+    total = 0
+    for k, (ts, data) in enumerate(zip(tss, datas, strict=True)):
+        append_msg_record(w, x, first + k, offset, ts, data, poly)
+        offset += REC_HDR.size + len(data)
+        total += len(data)
+    wbuf += w
+    ibuf += x
+    return total
 
 
 def sub_record(rtype: int, sub_id: int, seq: int, poly: int) -> bytes:
@@ -212,7 +236,7 @@ class DirectBatch:
 
     __slots__ = ("ack", "publish")
 
-    def __init__(self, io: Any, store_error: type[Exception]) -> None:
+    def __init__(self, io: Any) -> None:
         self.publish = io.publish
         self.ack = io.ack
 

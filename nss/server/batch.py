@@ -29,20 +29,25 @@ ERR_MAX_PAYLOAD = "nats: maximum payload exceeded"
 __all__ = ["ERR_MAX_PAYLOAD", "PublishBatch", "encode_puback"]
 
 class _ChannelPart:
-    """One channel's part of a batch: what to return to if it fails.
+    """One channel's part of a batch: its messages, and what to return to if
+    it fails.
 
-    A failure (a ``store`` or the ``flush`` raising) rolls the channel's
-    message store back to its mark and answers every publish of the part
-    with the error, since none of them is stored; later publishes to the
-    channel in the same batch get the same error without another try."""
+    The messages (sequences ``next_seq`` on, their timestamps in ``tss``,
+    encoded in ``datas``) go to the store together when the batch commits
+    (``MsgStore.store_many``). A failure (that store or the ``flush``
+    raising) rolls the channel's message store back to its mark and answers
+    every publish of the part with the error, since none of them is
+    stored."""
 
-    __slots__ = ("next_seq", "last_ts", "count", "error")
+    __slots__ = ("next_seq", "last_ts", "count", "error", "tss", "datas")
 
     def __init__(self, ch: Channel) -> None:
         self.next_seq = ch.next_seq
         self.last_ts = ch.last_ts
         self.count = 0
         self.error = ""
+        self.tss: list[int] = []
+        self.datas: list[bytes] = []
 
 
 class Delivery(Protocol):
@@ -114,11 +119,6 @@ class PublishBatch:
                     self._pubacks.append((reply, guid, None, str(e)))
                 return
             part = self._parts.get(ch)
-        if part is not None and part.error:
-            part.count += 1
-            if reply:
-                self._pubacks.append((reply, guid, part, ""))
-            return
         seq = ch.next_seq
         ts = time.time_ns()
         if ts < ch.last_ts:
@@ -135,13 +135,17 @@ class PublishBatch:
         part.count += 1
         if reply:
             self._pubacks.append((reply, guid, part, ""))
-        try:
-            ch.msgs.store(seq, ts, encoded)
-        except StoreError as e:
-            self._fail(ch, part, str(e))
-            return
+        part.tss.append(ts)
+        part.datas.append(encoded)
         ch.next_seq = seq + 1
         ch.last_ts = ts
+
+    @staticmethod
+    def _store(ch: Channel, part: _ChannelPart) -> None:
+        if part.datas:
+            tss, datas = part.tss, part.datas
+            part.tss, part.datas = [], []
+            ch.msgs.store_many(part.next_seq, tss, datas)
 
     def _fail(self, ch: Channel, part: _ChannelPart, error: str) -> None:
         """Roll the channel back to where the batch found it (logged by
@@ -163,9 +167,14 @@ class PublishBatch:
 
     def reset(self) -> None:
         """After a bug (not a store failure): keep what was stored, as
-        before marks existed."""
+        before marks existed, and store what was not yet (no PubAck goes
+        out for it, so the publishers send it again: at least once)."""
         for ch, part in self._parts.items():
             if not part.error:
+                try:
+                    self._store(ch, part)
+                except StoreError:
+                    pass
                 ch.msgs.release()
         self._parts.clear()
         self._subjects.clear()
@@ -194,6 +203,11 @@ class PublishBatch:
         if parts:
             self._parts = {}
             self._subjects = {}
+            for ch, part in parts.items():
+                try:
+                    self._store(ch, part)
+                except StoreError as e:
+                    self._fail(ch, part, str(e))
             t0 = time.perf_counter()
             for ch, part in parts.items():
                 if part.error:

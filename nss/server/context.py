@@ -92,7 +92,7 @@ class ServerContext:
         batch.send_pubacks = getattr(conn, "publish_pubacks", None)
         self.io = IOPath(batch, opts.io_batch_size, opts.io_sleep_time, log)
         # the raw publish and ack callbacks' way into the I/O path
-        self.direct = DirectBatch(self.io, StoreError)
+        self.direct = DirectBatch(self.io)
         store.on_availability = self._store_availability
         self.deliverer.deliver_later = self.io.deliver_later
         self.expiry = ChannelExpiry(channels, store, self.io, log)

@@ -142,6 +142,14 @@ class MsgStore(ABC):
         """Append an encoded MsgProto, then ``apply_limits`` when the count
         or the bytes are over ``over_msgs``/``over_bytes``."""
 
+    def store_many(self, first: int, timestamps: list[int], datas: list[bytes]) -> None:
+        """``store`` of messages ``first``, ``first + 1``, ... in order: what a
+        publish batch hands over at commit. A driver overrides it when it can
+        append them together (one framing call, one counter update); it must
+        end in the state the one-by-one stores would have left."""
+        for k, (ts, data) in enumerate(zip(timestamps, datas, strict=True)):
+            self.store(first + k, ts, data)
+
     def apply_limits(self, count: int, nbytes: int, report: bool = True) -> None:
         """MaxMsgs/MaxBytes (stores.md §2.4): drop the oldest messages while
         the channel is over either, but always keep the newest one.

@@ -82,6 +82,31 @@ class MemoryMsgStore(MsgStore):
         if self._count > self.over_msgs or self._bytes > self.over_bytes:
             self.apply_limits(self._count, self._bytes)
 
+    def store_many(self, first: int, timestamps: list[int], datas: list[bytes]) -> None:
+        n = len(datas)
+        if not n:
+            return
+        if (
+            self.cipher is not None
+            or first != self._last + 1
+            or not self._data
+            or self._count + n > self.over_msgs
+        ):
+            super().store_many(first, timestamps, datas)
+            return
+        nbytes = sum(map(len, datas))
+        if self._bytes + nbytes > self.over_bytes or len(timestamps) != n:
+            super().store_many(first, timestamps, datas)
+            return
+        # the common case: right after the last, no limit reached
+        self._data.extend(datas)
+        self._ts.extend(timestamps)
+        if not self._count:
+            self._first = first
+        self._count += n
+        self._last = first + n - 1
+        self._bytes += nbytes
+
     def _drop_first(self) -> tuple[int, bytes]:
         """Take the first message out: (timestamp, data)."""
         i = self._first - self._base

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import struct
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -350,6 +351,7 @@ async def _file_store_bytes(root: Path, impl: ModuleType, poly: int) -> dict[str
     record framing of ``impl``; every file's bytes afterwards."""
     mp = pytest.MonkeyPatch()
     mp.setattr(msglog_mod, "append_msg_record", impl.append_msg_record)
+    mp.setattr(msglog_mod, "append_msg_records", impl.append_msg_records)
     mp.setattr(subs_mod, "append_sub_ops", impl.append_sub_ops)
     try:
         fs = FileStore(str(root), StoreLimits(), FileOptions(do_sync=False, crc_poly=poly))
@@ -358,9 +360,17 @@ async def _file_store_bytes(root: Path, impl: ModuleType, poly: int) -> dict[str
         cs = fs.create_channel("foo")
         sub = spb.SubState(clientID="c", inbox="in", ackInbox="ack", maxInFlight=9)
         cs.subs.create_sub(sub)
+        batch: list[bytes] = []
         for seq in range(1, 301):
             data = impl.encode_msgproto(seq, "foo", "", bytes([seq % 256]) * seq, seq * 1000)
-            cs.msgs.store(seq, seq * 1000, data)
+            if seq <= 100:
+                cs.msgs.store(seq, seq * 1000, data)
+            else:  # as a publish batch stores them: 10 at a time
+                batch.append(data)
+                if len(batch) == 10:
+                    first = seq - 9
+                    cs.msgs.store_many(first, [q * 1000 for q in range(first, seq + 1)], batch)
+                    batch = []
             cs.subs.add_seq_pending(sub.ID, seq)
             if seq % 3:
                 cs.subs.ack_seq_pending(sub.ID, seq)
@@ -492,14 +502,13 @@ async def _direct_run(impl: ModuleType, seed: int, mp: pytest.MonkeyPatch, send:
     client would see and what the server holds at the end."""
     from nss.server import delivery as delivery_mod
     from nss.server.io import IOPath
-    from nss.stores.base import StoreError
 
     mp.setattr(delivery_mod, "send_span", send or impl.send_span)
     r = random.Random(seed)
     channels, b, sent = _memory_batch(300)
     deliverer = b._deliverer
     io = IOPath(b, 1024, 0, get_logger())
-    direct = impl.DirectBatch(io, StoreError)
+    direct = impl.DirectBatch(io)
     client = Client("c", "hb")
     subs = []
     for i, (subject, group, inflight) in enumerate(
@@ -573,6 +582,27 @@ def test_sub_ops_are_the_records_one_by_one(impl: ModuleType) -> None:
     buf = bytearray(b"head")
     assert impl.append_sub_ops(buf, ops, 5, 4, CASTAGNOLI) == sum(s < 0 for s in ops[1::2])
     assert buf == b"head" + want
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_msg_records_framed_in_one_call(impl: ModuleType) -> None:
+    r = random.Random(3)
+    datas = [r.randbytes(r.choice([0, 1, 128, 5000])) for _ in range(50)]
+    tss = [r.randrange(-(2**63), 2**63) for _ in datas]
+    w, i = bytearray(b"v"), bytearray(b"ix")
+    offset = 12345
+    for k, (ts, data) in enumerate(zip(tss, datas, strict=True)):
+        pure.append_msg_record(w, i, 77 + k, offset, ts, data, CASTAGNOLI)
+        offset += 8 + len(data)
+    w2, i2 = bytearray(b"v"), bytearray(b"ix")
+    total = impl.append_msg_records(w2, i2, 77, 12345, tss, datas, CASTAGNOLI)
+    assert (w2, i2, total) == (w, i, sum(map(len, datas)))
+    # a bad value is refused before anything is framed: no half record
+    bad = [([1, "x"], [b"a", b"b"]), ([1, 2], [b"a", "b"]), ([1], [b"a", b"b"])]
+    for bad_tss, bad_datas in bad:
+        with pytest.raises((TypeError, ValueError, struct.error)):
+            impl.append_msg_records(w2, i2, 1, 0, bad_tss, bad_datas, CASTAGNOLI)
+        assert (w2, i2) == (w, i)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

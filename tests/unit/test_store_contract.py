@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -51,6 +52,18 @@ Factory = Callable[..., Store]
 
 def encoded(seq: int, ts: int, data: bytes = b"payload") -> bytes:
     return pb.MsgProto(sequence=seq, subject="foo", data=data, timestamp=ts).SerializeToString()
+
+
+def _contents(ms: MsgStore, upto: int) -> tuple[object, ...]:
+    """What a reader of the store sees of sequences 1..``upto``."""
+    seqs = range(1, upto + 1)
+    return (
+        ms.first_sequence(),
+        ms.last_sequence(),
+        ms.state(),
+        [ms.lookup(s) for s in seqs],
+        [ms.timestamp_of(s) for s in seqs],
+    )
 
 
 def put(ms: MsgStore, seq: int, ts: int | None = None, data: bytes = b"payload") -> bytes:
@@ -245,6 +258,52 @@ class TestStoreContract:
             ms = rs.channels["foo"].channel.msgs
             assert (ms.first_sequence(), ms.last_sequence()) == (2, 4)
             assert [ms.lookup(s) for s in range(2, 5)] == [*kept[1:], d4]
+
+    @pytest.mark.parametrize("limits", [{}, {"max_msgs": 37}, {"max_bytes": 2500}])
+    async def test_store_many_is_the_stores_one_by_one(
+        self, make: Factory, limits: dict[str, int]
+    ) -> None:
+        """A publish batch hands its messages over in one ``store_many``:
+        whatever the batch (after the last or past a gap, over a limit or
+        not, across slices, rolled back), the store ends as the stores one
+        at a time leave it, in memory and after a restart (and, FILE, byte
+        for byte on disk)."""
+        rng = random.Random(len(limits))
+        one, many = make(**limits), make(**limits)
+        a, b = one.create_channel("foo").msgs, many.create_channel("foo").msgs
+        seq = 1
+        for _ in range(60):
+            seq += rng.choice([0, 0, 0, 0, 1, 3])  # sometimes a gap
+            n = rng.choice([1, 2, 7, 30])
+            tss = sorted(rng.randrange(SEC, 100 * SEC) for _ in range(n))
+            datas = [encoded(seq + k, tss[k], bytes(rng.choice([1, 20, 90]))) for k in range(n)]
+            fail = rng.random() < 0.15
+            for ms in (a, b):
+                ms.mark()
+            for k in range(n):
+                a.store(seq + k, tss[k], datas[k])
+            b.store_many(seq, tss, datas)
+            for ms in (a, b):
+                if fail:
+                    ms.rollback()
+                else:
+                    await ms.flush()
+                    ms.release()
+            if not fail:
+                seq += n
+            assert _contents(a, seq) == _contents(b, seq)
+        assert b.state()[0] > 0
+        ra = await make.reopen(one)  # type: ignore[attr-defined]
+        rb = await make.reopen(many)  # type: ignore[attr-defined]
+        if ra is not None and rb is not None:
+            a, b = ra.channels["foo"].channel.msgs, rb.channels["foo"].channel.msgs
+            assert _contents(a, seq) == _contents(b, seq)
+        if make.kind == "FILE" and not make.encrypted:  # type: ignore[attr-defined]
+            da, db = Path(a.dir), Path(b.dir)  # type: ignore[attr-defined]
+            files = sorted(p.name for p in da.glob("msgs.*"))
+            assert files and files == sorted(p.name for p in db.glob("msgs.*"))
+            for name in files:
+                assert (da / name).read_bytes() == (db / name).read_bytes(), name
 
     async def test_expire_without_max_age(self, make: Factory) -> None:
         ms = make().create_channel("foo").msgs

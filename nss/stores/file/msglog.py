@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from nss.hot import append_msg_record
+from nss.hot import append_msg_record, append_msg_records
 from nss.log import get_logger
 from nss.options import ChannelLimits, FileOptions
 from nss.pb import protocol_pb2 as pb
@@ -150,6 +150,41 @@ class SliceLog(SliceFiles):
         self.last = seq
         self.count += 1
         self.bytes += n + MSG_OVERHEAD
+
+    def append_many(self, first: int, tss: list[int], datas: list[bytes], nbytes: int) -> None:
+        """``append`` of ``first``, ``first + 1``, ... (``nbytes`` payload
+        bytes in all): framed in one call when they all go right after
+        ``last`` into the current slice without filling it, else one by one."""
+        n = len(datas)
+        sl = self.write
+        if (
+            sl is None
+            or not sl.count
+            or self._cuts.left
+            or not self.last
+            or first != self.last + 1
+            or (self._sl_msgs > 0 and sl.count + n > self._sl_msgs)
+            or (self._sl_bytes > 0 and sl.size + nbytes + n * MSG_OVERHEAD >= self._sl_bytes)
+            or (self._sl_age > 0 and tss[-1] - sl.first_write >= self._sl_age)
+        ):
+            for k in range(n):
+                self.append(first + k, tss[k], datas[k])
+            return
+        off = self.w_off
+        append_msg_records(self.wbuf, self.ibuf, first, off, tss, datas, self.crc_poly)
+        self.w_off = off + n * REC_HEADER_SIZE + nbytes
+        last = first + n - 1
+        if sl.seqs is not None:
+            sl.seqs.extend(range(first, last + 1))
+        sl.count += n
+        sl.last_seq = last
+        sl.size += nbytes + n * MSG_OVERHEAD
+        self.lasts[-1] = last
+        if not self.first:
+            self.first = first
+        self.last = last
+        self.count += n
+        self.bytes += nbytes + n * MSG_OVERHEAD
 
     def _roll(self) -> Slice:
         """Start the next slice (the current one is full, or none exists)."""

@@ -19,7 +19,7 @@ from nss.options import ChannelLimits
 from nss.stores.base import MsgStore, StoreError
 from nss.stores.crypto import DecryptError
 from nss.stores.file.msglog import SliceLog
-from nss.stores.file.records import parse_slice_name
+from nss.stores.file.records import MSG_OVERHEAD, parse_slice_name
 from nss.stores.file.recovery import SliceRecovery
 from nss.stores.file.shared import MIN_CACHE, Shared
 
@@ -58,6 +58,32 @@ class FileMsgStore(MsgStore):
         self._active = True
         if ml.count > self.over_msgs or ml.bytes > self.over_bytes:
             self.apply_limits(ml.count, ml.bytes)
+        if ml.bufsize == 0 or len(ml.wbuf) >= ml.bufsize:
+            try:
+                self._write_out()
+            except OSError as e:
+                raise StoreError(str(e)) from e
+
+    def store_many(self, first: int, timestamps: list[int], datas: list[bytes]) -> None:
+        ml = self._msglog
+        n = len(datas)
+        nbytes = sum(map(len, datas))
+        if (
+            not n
+            or first != ml.last + 1  # a gap: placeholders count too
+            or self.cipher is not None
+            or len(timestamps) != n
+            or ml.count + n > self.over_msgs
+            or ml.bytes + nbytes + n * MSG_OVERHEAD > self.over_bytes
+        ):
+            super().store_many(first, timestamps, datas)
+            return
+        # no limit reached on the way: the stores of the batch in one go
+        ml.append_many(first, timestamps, datas, nbytes)
+        self._cache.update(zip(range(first, first + n), datas, strict=True))
+        self._cache_bytes += nbytes
+        self._shared.cache_total += nbytes
+        self._active = True
         if ml.bufsize == 0 or len(ml.wbuf) >= ml.bufsize:
             try:
                 self._write_out()
