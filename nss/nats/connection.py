@@ -130,6 +130,33 @@ def _never(_subject: str, _reply: str, _payload: bytes) -> None:
     """The callback of a raw subscription, which the parser calls directly."""
 
 
+def _connect_fields(opts: ConnectOptions, addr: ServerAddr, tls: bool) -> dict[str, Any]:
+    """The CONNECT of a handshake; credentials in the URL win over the
+    options, and a user alone in the URL is a token (as nats.go reads it)."""
+    connect: dict[str, Any] = {
+        "verbose": False,
+        "pedantic": False,
+        "tls_required": tls,
+        "name": opts.name,
+        "lang": "python-nss",
+        "version": "0.25.6",
+        "protocol": 1,
+        "headers": True,
+        "no_responders": True,
+        "echo": True,
+    }
+    user = addr.user or opts.user
+    password = addr.password or opts.password
+    if user and not addr.password and not opts.password and not opts.user:
+        connect["auth_token"] = user
+    elif user:
+        connect["user"] = user
+        connect["pass"] = password
+    elif opts.token:
+        connect["auth_token"] = opts.token
+    return connect
+
+
 class _Feed(asyncio.Protocol):
     """The connection's protocol once the handshake is done: every read goes
     to the parser as it arrives."""
@@ -230,27 +257,7 @@ class NatsConnection:
             if want_tls:
                 ctx = self.opts.tls or ssl.create_default_context()
                 await writer.start_tls(ctx, server_hostname=self.opts.tls_hostname or addr.host)
-            connect: dict[str, Any] = {
-                "verbose": False,
-                "pedantic": False,
-                "tls_required": bool(want_tls),
-                "name": self.opts.name,
-                "lang": "python-nss",
-                "version": "0.25.6",
-                "protocol": 1,
-                "headers": True,
-                "no_responders": True,
-                "echo": True,
-            }
-            user = addr.user or self.opts.user
-            password = addr.password or self.opts.password
-            if user and not addr.password and not self.opts.password and not self.opts.user:
-                connect["auth_token"] = user
-            elif user:
-                connect["user"] = user
-                connect["pass"] = password
-            elif self.opts.token:
-                connect["auth_token"] = self.opts.token
+            connect = _connect_fields(self.opts, addr, bool(want_tls))
             writer.write(b"CONNECT " + json.dumps(connect).encode() + _CRLF + _PING)
             await writer.drain()
             while True:
@@ -452,9 +459,15 @@ class NatsConnection:
 
     def _flush_out(self) -> None:
         self._flush_scheduled = False
+        self.flush_now()
+        self._wbuf.clear()  # what no transport took (disconnected) is dropped
+
+    def flush_now(self) -> None:
+        """Write what is buffered now, not at the end of the loop turn. The
+        flush already scheduled stays: it writes whatever comes after."""
         if self._transport is not None and self._wbuf:
             self._transport.write(bytes(self._wbuf))  # type: ignore[attr-defined]
-        self._wbuf.clear()
+            self._wbuf.clear()
 
     def publish(self, subject: str, payload: bytes, reply: str = "") -> None:
         """Queue a message; it goes out with everything else of this loop turn.

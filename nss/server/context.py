@@ -90,7 +90,9 @@ class ServerContext:
             log,
         )
         batch.send_pubacks = getattr(conn, "publish_pubacks", None)
-        self.io = IOPath(batch, opts.io_batch_size, opts.io_sleep_time, log)
+        self.io = IOPath(
+            batch, opts.io_batch_size, opts.io_sleep_time, log, getattr(conn, "flush_now", None)
+        )
         # the raw publish and ack callbacks' way into the I/O path
         self.direct = DirectBatch(self.io)
         store.on_availability = self._store_availability

@@ -29,12 +29,24 @@ OP_ACALL = 3  # a coroutine function, run in order and awaited
 class IOPath:
     # slots: nss.hot.DirectBatch reads _open, _wake and refusal per message
     __slots__ = (
-        "_batch_size", "_log", "_open", "_q", "_sleep", "_stopping", "_task", "_wake",
-        "batch", "refusal",
+        "_batch_size", "_flush", "_log", "_open", "_q", "_sleep", "_stopping", "_task",
+        "_wake", "batch", "refusal",
     )  # fmt: skip
 
-    def __init__(self, batch: PublishBatch, batch_size: int, sleep_us: int, log: Any) -> None:
+    def __init__(
+        self,
+        batch: PublishBatch,
+        batch_size: int,
+        sleep_us: int,
+        log: Any,
+        flush: Callable[[], None] | None = None,
+    ) -> None:
         self.batch = batch
+        # writes out what a round of the task sent (PubAcks, deliveries,
+        # replies) as soon as the round ends: left to the end of the loop
+        # turn, it would wait behind the reads that turn handles first,
+        # a whole read-and-parse later (behind an fsync, for the FILE store)
+        self._flush = flush
         self._batch_size = max(1, batch_size)
         self._sleep = sleep_us / 1e6
         self._log = log
@@ -162,6 +174,8 @@ class IOPath:
             except Exception:  # a bug must not stop the server's I/O
                 self._log.exception("I/O path error")
                 self.batch.reset()
+            if self._flush is not None:
+                self._flush()
 
     async def _process(self) -> None:
         q = self._q

@@ -114,3 +114,62 @@ async def test_ack_unstalls_and_delivers_at_commit() -> None:
     h.batch.add_ack(sub, 1)
     await h.batch.commit()
     assert [pb.MsgProto.FromString(p).sequence for s, p in h.sent] == [1, 2]
+
+
+async def test_failed_store_acknowledges_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The messages reach the store at commit: a store refusing them there
+    gets the batch's publishers error PubAcks, and their sequences are
+    used again by the next batch."""
+    h = Harness()
+    h.subscribe("a", "in.a")
+    h.batch.add_publish("a", "g0", "", b"kept", "r0")
+    await h.batch.commit()
+    ch = h.channels.get("a")
+    assert ch is not None
+    h.sent.clear()
+    real = ch.msgs.store_many
+
+    def refuse(first: int, tss: list[int], datas: list[bytes]) -> None:
+        real(first, tss[:1], datas[:1])  # half stored, then the disk fills
+        raise StoreError("no space left on device")
+
+    monkeypatch.setattr(ch.msgs, "store_many", refuse)
+    h.batch.add_publish("a", "g1", "", b"x", "r1")
+    h.batch.add_publish("a", "g2", "", b"y", "r2")
+    await h.batch.commit()
+    assert [(s, pb.PubAck.FromString(p).error) for s, p in h.sent] == [
+        ("r1", "no space left on device"),
+        ("r2", "no space left on device"),
+    ]
+    assert (ch.msgs.last_sequence(), ch.msgs.state()[0], ch.next_seq) == (1, 1, 2)
+    monkeypatch.undo()
+    h.sent.clear()
+    h.batch.add_publish("a", "g3", "", b"z", "r3")
+    await h.batch.commit()
+    assert [pb.MsgProto.FromString(p).data for s, p in h.sent if s == "in.a"] == [b"z"]
+    assert ch.msgs.last_sequence() == 2
+
+
+async def test_io_path_writes_out_when_its_round_ends() -> None:
+    """What a round of the I/O task sent goes to the connection's writer as
+    the round ends (not a loop turn later, behind the next reads)."""
+    from nss.server.io import IOPath
+
+    h = Harness()
+    h.subscribe("a", "in.a")
+    written: list[list[str]] = []
+    done = asyncio.Event()
+
+    def flush() -> None:
+        written.append([s for s, _ in h.sent])
+        done.set()
+
+    io = IOPath(h.batch, 1024, 0, get_logger(), flush)
+    io.start()
+    try:
+        await asyncio.sleep(0)  # the task parks on its empty queue
+        io.publish(("c", "g1", "a", "", b"x", b""), "r1")
+        await asyncio.wait_for(done.wait(), 5)
+        assert written == [["in.a", "r1"]]
+    finally:
+        io.abort()
