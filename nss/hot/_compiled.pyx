@@ -177,8 +177,8 @@ cdef class Parser:
                         if sid < 0 or size < 0 or (k and d <= c + 1) or p[pos + 3] != 32:
                             sid = -1
                     if sid >= 0:
-                        subject = PyBytes_FromStringAndSize(p + a, b - a)
-                        reply = PyBytes_FromStringAndSize(p + c + 1, d - c - 1) if k else b""
+                        # subject and reply made below, unless an ack takes the message
+                        subject = None
                     else:
                         sid, subject, reply, size = msg_args(buf, pos, i)
                     start = i + 2
@@ -188,11 +188,28 @@ cdef class Parser:
                         break
                     pos = end + 2
                     h = handlers.get(sid)
+                    if subject is None:
+                        if type(h) is AckHandler:
+                            try:
+                                (<AckHandler>h)._take(<const unsigned char*>p + start, size)
+                            except Exception as e:
+                                self.on_callback_error(PyBytes_FromStringAndSize(p + a, b - a), e)
+                            continue
+                        subject = PyBytes_FromStringAndSize(p + a, b - a)
+                        reply = PyBytes_FromStringAndSize(p + c + 1, d - c - 1) if k else b""
                     if h is None:
                         on_msg(sid, subject, reply, PyBytes_FromStringAndSize(p + start, size))
                     else:
+                        # the hot callbacks are called in C, the rest as objects
                         try:
-                            h(subject, reply, PyBytes_FromStringAndSize(p + start, size))
+                            if type(h) is AckHandler:
+                                (<AckHandler>h)._take(<const unsigned char*>p + start, size)
+                            elif type(h) is PublishFastPath:
+                                (<PublishFastPath>h)._take(
+                                    subject, reply, PyBytes_FromStringAndSize(p + start, size)
+                                )
+                            else:
+                                h(subject, reply, PyBytes_FromStringAndSize(p + start, size))
                         except Exception as e:
                             self.on_callback_error(subject, e)
                 elif p[pos] == 72 and buf.startswith(b"HMSG ", pos):
@@ -608,44 +625,53 @@ cdef class AckHandler:
     cdef readonly object sub
     cdef readonly str channel
     cdef object on_ack, on_other
+    cdef DirectBatch _direct
 
     def __init__(self, sub, str channel, on_ack, on_other):
         self.sub = sub
         self.channel = channel
         self.on_ack = on_ack
         self.on_other = on_other
+        self._direct = _direct_of(on_ack) if getattr(on_ack, "__name__", "") == "ack" else None
 
     def __call__(self, subject, reply, bytes payload):
-        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(payload)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload), i = 0, a = 0, ln = 0
+        self._take(<const unsigned char*>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+
+    cdef int _take(self, const unsigned char* p, Py_ssize_t n) except -1:
+        """The Ack in ``p[:n]`` (the parser's buffer: no bytes object is
+        made unless the long way needs one)."""
+        cdef Py_ssize_t i = 0, a = 0, ln = 0
         cdef uint64_t tag, v, seq = 0
         cdef Py_ssize_t nc
         cdef const char* c
         while i < n:
             if _get_varint(p, n, &i, &tag) < 0:
-                self.on_other(self.sub, payload)
-                return
+                return self._other(p, n)
             if tag == 0x0A:
                 if _get_varint(p, n, &i, &v) < 0 or v > <uint64_t>(n - i):
-                    self.on_other(self.sub, payload)
-                    return
+                    return self._other(p, n)
                 a = i
                 ln = <Py_ssize_t>v
                 i += ln
             elif tag == 0x10:
                 if _get_varint(p, n, &i, &seq) < 0:
-                    self.on_other(self.sub, payload)
-                    return
+                    return self._other(p, n)
             else:
-                self.on_other(self.sub, payload)
-                return
+                return self._other(p, n)
         c = PyUnicode_AsUTF8AndSize(self.channel, &nc)
         if nc != ln or (ln and memcmp(c, p + a, ln) != 0):
             # another channel, or a name that is not valid UTF-8: the long way
             # tells them apart (it logs the second)
-            self.on_other(self.sub, payload)
-            return
-        self.on_ack(self.sub, seq)
+            return self._other(p, n)
+        if self._direct is not None:
+            self._direct._ack(self.sub, seq)
+        else:
+            self.on_ack(self.sub, seq)
+        return 0
+
+    cdef int _other(self, const unsigned char* p, Py_ssize_t n) except -1:
+        self.on_other(self.sub, PyBytes_FromStringAndSize(<const char*>p, n))
+        return 0
 
 
 # ------------------------------------------------------------------ publishes
@@ -662,6 +688,7 @@ cdef class PublishFastPath:
     cdef dict by_conn
     cdef set valid
     cdef object publish, other
+    cdef DirectBatch _direct
     cdef public long long in_msgs
     cdef public long long in_bytes
 
@@ -670,10 +697,14 @@ cdef class PublishFastPath:
         self.valid = valid
         self.publish = publish
         self.other = other
+        self._direct = _direct_of(publish) if getattr(publish, "__name__", "") == "publish" else None
         self.in_msgs = 0
         self.in_bytes = 0
 
     def __call__(self, subject, bytes reply, bytes payload):
+        self._take(subject, reply, payload)
+
+    cdef int _take(self, subject, bytes reply, bytes payload) except -1:
         cdef object pm = _decode_pubmsg(payload)
         cdef tuple t
         if pm is not None:
@@ -682,9 +713,13 @@ cdef class PublishFastPath:
             if t[1] and conn_id and t[2] in self.valid and conn_id in self.by_conn:
                 self.in_msgs += 1
                 self.in_bytes += PyBytes_GET_SIZE(payload)
-                self.publish(pm, reply.decode() if reply else "")
-                return
+                if self._direct is not None:
+                    self._direct._publish(t, reply.decode() if reply else "")
+                else:
+                    self.publish(pm, reply.decode() if reply else "")
+                return 0
         self.other(subject, reply, payload)
+        return 0
 
 
 # ------------------------------------------------------------------ the batch
@@ -713,13 +748,17 @@ cdef class DirectBatch:
         self.batch = io.batch
 
     def publish(self, tuple pm, str reply):
+        self._publish(pm, reply)
+
+    cdef int _publish(self, tuple pm, str reply) except -1:
         io = self.io
         if io._open > 0 and io.refusal is None and self._stage(pm, reply):
             io._open -= 1
             if io._wake is not None:
                 io._signal()
-            return
+            return 0
         io.publish(pm, reply)
+        return 0
 
     cdef bint _stage(self, tuple pm, str reply) except -1:
         batch = self.batch
@@ -747,6 +786,9 @@ cdef class DirectBatch:
         return True
 
     def ack(self, sub, seq):
+        self._ack(sub, seq)
+
+    cdef int _ack(self, sub, seq) except -1:
         io = self.io
         cdef dict pending
         if io._open > 0 and sub.group is None:
@@ -768,8 +810,18 @@ cdef class DirectBatch:
                 io._open -= 1
                 if io._wake is not None:
                     io._signal()
-                return
+                return 0
         io.ack(sub, seq)
+        return 0
+
+
+cdef DirectBatch _direct_of(fn):
+    """The DirectBatch whose ``publish`` or ``ack`` ``fn`` is (bound), else
+    None: the fast callbacks then call its C entry point, not the method."""
+    target = getattr(fn, "__self__", None)
+    if type(target) is DirectBatch:
+        return <DirectBatch>target
+    return None
 
 
 def send_span(deliverer, sub, msgs, uint64_t seq, uint64_t last):

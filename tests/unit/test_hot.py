@@ -343,6 +343,78 @@ def test_parser_hands_messages_to_their_handler(impl: ModuleType) -> None:
         assert errors == [(b"b", "boom")]
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_parser_hands_acks_and_publishes_to_the_fast_handlers(impl: ModuleType) -> None:
+    """The ack and publish handlers registered on a parser (which calls them
+    in C when compiled) see what they see when called: the same acks and
+    publishes, the long way for the rest, a handler's error to
+    ``on_callback_error`` with the subject, and the stream goes on."""
+    got: list[Any] = []
+    errors: list[tuple[bytes, str]] = []
+
+    def on_ack(sub: str, seq: int) -> None:
+        if seq == 13:
+            raise ValueError("unlucky")
+        got.append(("ack", sub, seq))
+
+    p = impl.Parser(
+        on_msg=lambda *a: got.append(("msg", *a)),
+        on_hmsg=lambda *a: None,
+        on_ping=lambda: None,
+        on_pong=lambda: None,
+        on_info=lambda i: None,
+        on_err=lambda e: None,
+        on_callback_error=lambda s, e: errors.append((s, str(e))),
+    )
+    p.handlers[3] = impl.AckHandler(
+        "s", "foo", on_ack, lambda sub, payload: got.append(("other ack", sub, payload))
+    )
+    p.handlers[4] = impl.PublishFastPath(
+        {b"conn": object()},
+        {"foo"},
+        lambda pm, r: got.append(("pub", pm[1], r)),
+        lambda s, r, payload: got.append(("other pub", s, r)),
+    )
+
+    def msg(subject: bytes, sid: int, reply: bytes, payload: bytes) -> bytes:
+        sp = b" " + reply if reply else b""
+        return b"MSG %s %d%s %d\r\n%s\r\n" % (subject, sid, sp, len(payload), payload)
+
+    def ack(subject: str, seq: int) -> bytes:
+        return pb.Ack(subject=subject, sequence=seq).SerializeToString()
+
+    def pub(guid: str, conn: bytes = b"conn") -> bytes:
+        return pb.PubMsg(clientID="c", guid=guid, subject="foo", connID=conn).SerializeToString()
+
+    stream = b"".join(
+        [
+            msg(b"ack.in", 3, b"", ack("foo", 1)),
+            msg(b"ack.in", 3, b"", ack("bar", 2)),  # another channel: the long way
+            msg(b"ack.in", 3, b"", ack("foo", 13)),  # on_ack raises
+            msg(b"ack.in", 3, b"r.x", b"\xff"),  # not an Ack
+            msg(b"_STAN.pub.p.foo", 4, b"pa.1", pub("g1")),
+            msg(b"_STAN.pub.p.foo", 4, b"pa.2", pub("g2", b"unknown")),
+            msg(b"ack.in", 3, b"", ack("foo", 2)),
+            b"MSG  ack.in  3   %d\r\n%s\r\n" % (len(ack("foo", 3)), ack("foo", 3)),
+        ]
+    )
+    for cut in (0, 7, 40, 95, len(stream) - 3):
+        got.clear()
+        errors.clear()
+        p.feed(stream[:cut])
+        p.feed(stream[cut:])
+        assert got == [
+            ("ack", "s", 1),
+            ("other ack", "s", ack("bar", 2)),
+            ("other ack", "s", b"\xff"),
+            ("pub", "g1", "pa.1"),
+            ("other pub", b"_STAN.pub.p.foo", b"pa.2"),
+            ("ack", "s", 2),
+            ("ack", "s", 3),
+        ]
+        assert errors == [(b"ack.in", "unlucky")]
+
+
 # ------------------------------------------------------------ whole units
 
 
