@@ -638,6 +638,30 @@ async def test_direct_batch_and_send_span_do_what_the_io_path_does(
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_direct_batch_sends_other_classes_the_long_way(impl: ModuleType) -> None:
+    """An I/O path that is not the server's (no ``__slots__`` to read in C)
+    gets every publish and ack through its own ``publish`` and ``ack``."""
+
+    class LooseIO:
+        def __init__(self) -> None:
+            self.batch = object()
+            self._open = 5
+            self.got: list[tuple[Any, ...]] = []
+
+        def publish(self, pm: tuple[Any, ...], reply: str) -> None:
+            self.got.append(("pub", pm[1], reply))
+
+        def ack(self, sub: Any, seq: int) -> None:
+            self.got.append(("ack", sub, seq))
+
+    io = LooseIO()
+    direct = impl.DirectBatch(io)
+    direct.publish(("c", "g1", "foo", "", b"x", b"conn"), "r1")
+    direct.ack("sub", 3)
+    assert io.got == [("pub", "g1", "r1"), ("ack", "sub", 3)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_sub_ops_are_the_records_one_by_one(impl: ModuleType) -> None:
     r = random.Random(7)
     ops: list[int] = []
