@@ -15,6 +15,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy
+from cpython cimport array as carray
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
@@ -393,13 +394,17 @@ cdef inline char* _put_dec(char* q, Py_ssize_t v) noexcept:
     return q
 
 
-def append_pub(bytearray buf, str subject, str reply, bytes payload):
-    """``PUB <subject> [reply] <size>\\r\\n<payload>\\r\\n`` at the end of buf."""
-    cdef Py_ssize_t ns, nr, npl = PyBytes_GET_SIZE(payload)
-    cdef const char* s = PyUnicode_AsUTF8AndSize(subject, &ns)
-    cdef const char* r = PyUnicode_AsUTF8AndSize(reply, &nr)
-    cdef char* q = _grow(buf, 4 + ns + 1 + nr + 24 + 2 + npl + 2)
-    cdef char* q0 = q
+cdef inline Py_ssize_t _dec_len(Py_ssize_t v) noexcept:
+    cdef Py_ssize_t k = 1
+    while v >= 10:
+        v //= 10
+        k += 1
+    return k
+
+
+cdef inline char* _put_pub_line(char* q, const char* s, Py_ssize_t ns, const char* r,
+                                Py_ssize_t nr, Py_ssize_t npl) noexcept:
+    """``PUB <subject> [reply] <size>\\r\\n`` at ``q``."""
     memcpy(q, b"PUB ", 4)
     q += 4
     memcpy(q, s, ns)
@@ -414,24 +419,44 @@ def append_pub(bytearray buf, str subject, str reply, bytes payload):
     q = _put_dec(q, npl)
     q[0] = 13
     q[1] = 10
-    q += 2
+    return q + 2
+
+
+cdef inline Py_ssize_t _pub_size(Py_ssize_t ns, Py_ssize_t nr, Py_ssize_t npl) noexcept:
+    return 4 + ns + 1 + (nr + 1 if nr else 0) + _dec_len(npl) + 2 + npl + 2
+
+
+def append_pub(bytearray buf, str subject, str reply, bytes payload):
+    """``PUB <subject> [reply] <size>\\r\\n<payload>\\r\\n`` at the end of buf."""
+    cdef Py_ssize_t ns, nr, npl = PyBytes_GET_SIZE(payload)
+    cdef const char* s = PyUnicode_AsUTF8AndSize(subject, &ns)
+    cdef const char* r = PyUnicode_AsUTF8AndSize(reply, &nr)
+    cdef char* q = _grow(buf, _pub_size(ns, nr, npl))
+    q = _put_pub_line(q, s, ns, r, nr, npl)
     memcpy(q, PyBytes_AS_STRING(payload), npl)
-    q += npl
-    q[0] = 13
-    q[1] = 10
-    q += 2
-    PyByteArray_Resize(buf, PyByteArray_GET_SIZE(buf) - (4 + ns + 1 + nr + 24 + 2 + npl + 2) + (q - q0))
+    q[npl] = 13
+    q[npl + 1] = 10
 
 
 def append_pubs(bytearray buf, str subject, list payloads, Py_ssize_t max_payload):
     """A PUB of each payload to ``subject``, or none at all (False) when one
     is over ``max_payload``."""
     cdef object p
+    cdef Py_ssize_t ns, npl, total = 0
+    cdef const char* s = PyUnicode_AsUTF8AndSize(subject, &ns)
     for p in payloads:
-        if PyBytes_GET_SIZE(<bytes>p) > max_payload:
+        npl = PyBytes_GET_SIZE(<bytes?>p)
+        if npl > max_payload:
             return False
+        total += _pub_size(ns, 0, npl)
+    cdef char* q = _grow(buf, total)
     for p in payloads:
-        append_pub(buf, subject, "", <bytes>p)
+        npl = PyBytes_GET_SIZE(<bytes>p)
+        q = _put_pub_line(q, s, ns, NULL, 0, npl)
+        memcpy(q, PyBytes_AS_STRING(<bytes>p), npl)
+        q[npl] = 13
+        q[npl + 1] = 10
+        q += npl + 2
     return True
 
 
@@ -521,16 +546,23 @@ def append_msg_record(bytearray wbuf, bytearray ibuf, uint64_t seq, uint64_t off
 
 
 def append_msg_records(bytearray wbuf, bytearray ibuf, uint64_t first, uint64_t offset,
-                       list tss, list datas, uint32_t poly):
+                       tss, list datas, uint32_t poly):
     """``append_msg_record`` for messages ``first``, ``first + 1``, ... written
-    one after the other from ``offset``; their payload bytes in all."""
+    one after the other from ``offset``; their payload bytes in all.
+    ``tss``: the timestamps, an ``array('q')`` (as a batch keeps them) or a
+    list."""
     cdef Py_ssize_t k, n = len(datas), total = 0, size
     if len(tss) != n:
         raise ValueError("as many timestamps as messages")
-    # every value checked before a byte is added: a bad one leaves no half record
+    cdef carray.array ta
+    if type(tss) is carray.array and (<carray.array>tss).ob_descr.typecode == b"q":
+        ta = <carray.array>tss
+    else:  # converted first: a bad value raises before a byte is added
+        ta = carray.array("q", tss)
+    cdef long long* tv = ta.data.as_longlongs
+    # every payload checked before a byte is added: no half record
     for k in range(n):
         total += PyBytes_GET_SIZE(<bytes?>datas[k])
-        <int64_t>tss[k]
     cdef char* q = _grow(wbuf, 8 * n + total)
     cdef char* x = _grow(ibuf, 32 * n)
     cdef char* body
@@ -546,7 +578,7 @@ def append_msg_records(bytearray wbuf, bytearray ibuf, uint64_t first, uint64_t 
         body = x
         x = _u64(x, first + <uint64_t>k)
         x = _u64(x, offset)
-        x = _u64(x, <uint64_t><int64_t>tss[k])
+        x = _u64(x, <uint64_t>tv[k])
         x = _u32(x, <uint32_t>size)
         x = _u32(x, _crc(poly, <const unsigned char*>body, 28))
         offset += 8 + <uint64_t>size
@@ -608,13 +640,32 @@ def append_pubacks(bytearray buf, list pubacks):
     (reply, guid, part, error) as the publish batch keeps them: a part whose
     ``error`` is set fails every publish of it."""
     cdef tuple t
-    cdef object error, part
+    cdef object error, part, last_part = None, last_error = ""
+    cdef Py_ssize_t nr, ng, ne, npl
+    cdef const char* r
+    cdef const char* g
+    cdef const char* e
+    cdef char* q
     for t in pubacks:
         error = t[3]
         part = t[2]
         if not error and part is not None:
-            error = part.error
-        append_pub(buf, t[0], "", encode_puback(t[1], error))
+            if part is not last_part:  # a batch's PubAcks come part by part
+                last_part, last_error = part, part.error
+            error = last_error
+        # PUB <reply> <n>\r\nPubAck{guid, error}\r\n, framed in place
+        r = PyUnicode_AsUTF8AndSize(<str?>t[0], &nr)
+        g = PyUnicode_AsUTF8AndSize(<str?>t[1], &ng)
+        e = PyUnicode_AsUTF8AndSize(<str?>error, &ne)
+        npl = (1 + _varint_size(ng) + ng if ng else 0) + (1 + _varint_size(ne) + ne if ne else 0)
+        q = _grow(buf, _pub_size(nr, 0, npl))
+        q = _put_pub_line(q, r, nr, NULL, 0, npl)
+        if ng:
+            q = _put_field(q, 0x0A, g, ng)
+        if ne:
+            q = _put_field(q, 0x12, e, ne)
+        q[0] = 13
+        q[1] = 10
 
 
 # ------------------------------------------------------------------ acks
@@ -898,15 +949,19 @@ cdef class DirectBatch:
         cdef Py_ssize_t max_payload = _get(batch, self.o_max_payload)
         if PyBytes_GET_SIZE(encoded) > max_payload:
             return False
+        tss = _get(part, self.o_tss)
+        if type(tss) is not carray.array or (<carray.array>tss).ob_descr.typecode != b"q":
+            return False
         cdef Py_ssize_t count = _get(part, self.o_count)
         _put(part, self.o_count, count + 1)
         if reply:
             (<list>_get(batch, self.o_pubacks)).append((reply, pm[1], part, ""))
-        t = ts
-        (<list>_get(part, self.o_tss)).append(t)
+        cdef Py_ssize_t k = len(<carray.array>tss)
+        carray.resize_smart(<carray.array>tss, k + 1)
+        (<carray.array>tss).data.as_longlongs[k] = ts
         (<list>_get(part, self.o_datas)).append(encoded)
         _put(ch, self.o_next_seq, seq + 1)
-        _put(ch, self.o_last_ts, t)
+        _put(ch, self.o_last_ts, ts)
         return True
 
     def ack(self, sub, seq):

@@ -9,7 +9,7 @@ decodes the message the long way and judges it as before)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -122,7 +122,7 @@ def append_msg_records(
     ibuf: bytearray,
     first: int,
     offset: int,
-    tss: list[int],
+    tss: Sequence[int],
     datas: list[bytes],
     poly: int,
 ) -> int:

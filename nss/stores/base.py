@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -142,7 +142,7 @@ class MsgStore(ABC):
         """Append an encoded MsgProto, then ``apply_limits`` when the count
         or the bytes are over ``over_msgs``/``over_bytes``."""
 
-    def store_many(self, first: int, timestamps: list[int], datas: list[bytes]) -> None:
+    def store_many(self, first: int, timestamps: Sequence[int], datas: list[bytes]) -> None:
         """``store`` of messages ``first``, ``first + 1``, ... in order: what a
         publish batch hands over at commit. A driver overrides it when it can
         append them together (one framing call, one counter update); it must

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
 
 from nss.options import ChannelLimits, StoreLimits
 from nss.pb import spb_pb2 as spb
@@ -82,7 +83,7 @@ class MemoryMsgStore(MsgStore):
         if self._count > self.over_msgs or self._bytes > self.over_bytes:
             self.apply_limits(self._count, self._bytes)
 
-    def store_many(self, first: int, timestamps: list[int], datas: list[bytes]) -> None:
+    def store_many(self, first: int, timestamps: Sequence[int], datas: list[bytes]) -> None:
         n = len(datas)
         if not n:
             return

@@ -16,6 +16,7 @@ import os
 import random
 import struct
 import zlib
+from array import array
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -693,6 +694,10 @@ def test_msg_records_framed_in_one_call(impl: ModuleType) -> None:
     w2, i2 = bytearray(b"v"), bytearray(b"ix")
     total = impl.append_msg_records(w2, i2, 77, 12345, tss, datas, CASTAGNOLI)
     assert (w2, i2, total) == (w, i, sum(map(len, datas)))
+    # the timestamps as a publish batch keeps them
+    w3, i3 = bytearray(b"v"), bytearray(b"ix")
+    impl.append_msg_records(w3, i3, 77, 12345, array("q", tss), datas, CASTAGNOLI)
+    assert (w3, i3) == (w, i)
     # a bad value is refused before anything is framed: no half record
     bad = [([1, "x"], [b"a", b"b"]), ([1, 2], [b"a", "b"]), ([1], [b"a", b"b"])]
     for bad_tss, bad_datas in bad:

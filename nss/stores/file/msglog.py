@@ -11,6 +11,7 @@ nothing of limits, expiry or the message cache (``FileMsgStore`` in
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from nss.hot import append_msg_record, append_msg_records
 from nss.log import get_logger
@@ -151,7 +152,7 @@ class SliceLog(SliceFiles):
         self.count += 1
         self.bytes += n + MSG_OVERHEAD
 
-    def append_many(self, first: int, tss: list[int], datas: list[bytes], nbytes: int) -> None:
+    def append_many(self, first: int, tss: Sequence[int], datas: list[bytes], nbytes: int) -> None:
         """``append`` of ``first``, ``first + 1``, ... (``nbytes`` payload
         bytes in all): framed in one call when they all go right after
         ``last`` into the current slice without filling it, else one by one."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from nss.log import get_logger
 from nss.options import ChannelLimits
@@ -64,7 +65,7 @@ class FileMsgStore(MsgStore):
             except OSError as e:
                 raise StoreError(str(e)) from e
 
-    def store_many(self, first: int, timestamps: list[int], datas: list[bytes]) -> None:
+    def store_many(self, first: int, timestamps: Sequence[int], datas: list[bytes]) -> None:
         ml = self._msglog
         n = len(datas)
         nbytes = sum(map(len, datas))
