@@ -799,6 +799,15 @@ cdef Py_ssize_t _slot(type t, str name) except -1:
     return (<PyMemberDescrObject*><PyObject*>d).d_member.offset
 
 
+cdef list _slots(type t, tuple names):
+    """The offsets of ``names`` in ``t``, or None when one is no slot (an
+    object of that class goes the long way)."""
+    try:
+        return [_slot(t, n) for n in names]
+    except TypeError:
+        return None
+
+
 cdef inline object _get(object o, Py_ssize_t off):
     cdef PyObject* v = (<PyObject**>((<char*><PyObject*>o) + off))[0]
     if v == NULL:
@@ -850,56 +859,48 @@ cdef class DirectBatch:
     def __init__(self, io):
         self.io = io
         self.batch = io.batch
-        try:
-            it, bt = type(io), type(self.batch)
-            self.o_open = _slot(it, "_open")
-            self.o_refusal = _slot(it, "refusal")
-            self.o_wake = _slot(it, "_wake")
-            self.o_subjects = _slot(bt, "_subjects")
-            self.o_pubacks = _slot(bt, "_pubacks")
-            self.o_acked = _slot(bt, "_acked")
-            self.o_to_deliver = _slot(bt, "_to_deliver")
-            self.o_max_payload = _slot(bt, "max_payload")
-        except TypeError:
+        io_offs = _slots(type(io), ("_open", "refusal", "_wake"))
+        batch_offs = _slots(
+            type(self.batch), ("_subjects", "_pubacks", "_acked", "_to_deliver", "max_payload")
+        )
+        if io_offs is None or batch_offs is None:
             self._plain = True  # not the server's classes: everything the long way
+            return
+        self.o_open, self.o_refusal, self.o_wake = io_offs
+        (self.o_subjects, self.o_pubacks, self.o_acked, self.o_to_deliver,
+         self.o_max_payload) = batch_offs
 
     cdef bint _know_channel(self, ch) except -1:
         t = type(ch)
-        if t is self._ch_t:
-            return True
-        try:
-            a, b, c = _slot(t, "next_seq"), _slot(t, "last_ts"), _slot(t, "subs_store")
-        except TypeError:
-            return False
-        self.o_next_seq, self.o_last_ts, self.o_subs_store = a, b, c
-        self._ch_t = t
+        if t is not self._ch_t:
+            offs = _slots(t, ("next_seq", "last_ts", "subs_store"))
+            if offs is None:
+                return False
+            self.o_next_seq, self.o_last_ts, self.o_subs_store = offs
+            self._ch_t = t
         return True
 
     cdef bint _know_part(self, part) except -1:
         t = type(part)
-        if t is self._part_t:
-            return True
-        try:
-            a, b, c = _slot(t, "count"), _slot(t, "tss"), _slot(t, "datas")
-        except TypeError:
-            return False
-        self.o_count, self.o_tss, self.o_datas = a, b, c
-        self._part_t = t
+        if t is not self._part_t:
+            offs = _slots(t, ("count", "tss", "datas"))
+            if offs is None:
+                return False
+            self.o_count, self.o_tss, self.o_datas = offs
+            self._part_t = t
         return True
 
     cdef bint _know_sub(self, sub) except -1:
         t = type(sub)
-        if t is self._sub_t:
-            return True
-        try:
-            offs = [_slot(t, n) for n in (
+        if t is not self._sub_t:
+            offs = _slots(t, (
                 "group", "pending", "channel", "redeliveries", "stalled", "max_inflight", "id"
-            )]
-        except TypeError:
-            return False
-        (self.o_group, self.o_pending, self.o_channel, self.o_redeliveries, self.o_stalled,
-         self.o_max_inflight, self.o_id) = offs
-        self._sub_t = t
+            ))
+            if offs is None:
+                return False
+            (self.o_group, self.o_pending, self.o_channel, self.o_redeliveries, self.o_stalled,
+             self.o_max_inflight, self.o_id) = offs
+            self._sub_t = t
         return True
 
     cdef inline bint _parked(self) except -1:
