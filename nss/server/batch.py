@@ -173,12 +173,18 @@ class PublishBatch:
         before marks existed, and store what was not yet (no PubAck goes
         out for it, so the publishers send it again: at least once)."""
         for ch, part in self._parts.items():
-            if not part.error:
-                try:
-                    self._store(ch, part)
-                except StoreError:
-                    pass
-                ch.msgs.release()
+            if part.error:
+                continue
+            try:
+                self._store(ch, part)
+            except StoreError as e:
+                self._fail(ch, part, str(e))  # the sequences are used again
+                self._log.error(
+                    f'Unable to store messages on channel "{ch.name}" '
+                    f"after an I/O path error: {e}"
+                )
+                continue
+            ch.msgs.release()
         self._parts.clear()
         self._subjects.clear()
         self._pubacks.clear()

@@ -173,3 +173,38 @@ async def test_io_path_writes_out_when_its_round_ends() -> None:
         assert written == [["in.a", "r1"]]
     finally:
         io.abort()
+
+
+async def test_reset_after_a_bug_keeps_what_the_batch_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a bug in the I/O path the batch is reset: its messages are
+    stored all the same (no PubAck went out, so a publisher sends again: at
+    least once), and a store refusing them then says so in the log."""
+    h = Harness()
+    errors: list[str] = []
+
+    class Log:
+        def error(self, msg: str) -> None:
+            errors.append(msg)
+
+    h.batch._log = Log()
+    h.batch.add_publish("a", "g1", "", b"x", "r1")
+    h.batch.add_publish("a", "g2", "", b"y", "r2")
+    h.batch.reset()
+    ch = h.channels.get("a")
+    assert ch is not None
+    assert [pb.MsgProto.FromString(ch.msgs.lookup(s) or b"").data for s in (1, 2)] == [b"x", b"y"]
+    assert h.sent == [] and errors == []
+
+    def refuse(first: int, tss: object, datas: list[bytes]) -> None:
+        raise StoreError("no space left on device")
+
+    monkeypatch.setattr(ch.msgs, "store_many", refuse)
+    h.batch.add_publish("a", "g3", "", b"z", "r3")
+    h.batch.reset()
+    assert errors == [
+        'Unable to store messages on channel "a" after an I/O path error: '
+        "no space left on device"
+    ]
+    assert (ch.msgs.last_sequence(), ch.next_seq, h.sent) == (2, 3, [])
