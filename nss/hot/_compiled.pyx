@@ -204,11 +204,10 @@ cdef class Parser:
                     if h is None:
                         on_msg(sid, subject, reply, PyBytes_FromStringAndSize(p + start, size))
                     else:
-                        # the hot callbacks are called in C, the rest as objects
+                        # the publish callback is called in C (the ack one above),
+                        # the rest as objects
                         try:
-                            if type(h) is AckHandler:
-                                (<AckHandler>h)._take(<const unsigned char*>p + start, size)
-                            elif type(h) is PublishFastPath:
+                            if type(h) is PublishFastPath:
                                 (<PublishFastPath>h)._take(
                                     subject, reply, PyBytes_FromStringAndSize(p + start, size)
                                 )

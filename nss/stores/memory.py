@@ -85,18 +85,16 @@ class MemoryMsgStore(MsgStore):
 
     def store_many(self, first: int, timestamps: Sequence[int], datas: list[bytes]) -> None:
         n = len(datas)
-        if not n:
-            return
+        nbytes = sum(map(len, datas))
         if (
-            self.cipher is not None
+            not n
             or first != self._last + 1
             or not self._data
+            or self.cipher is not None
+            or len(timestamps) != n
             or self._count + n > self.over_msgs
+            or self._bytes + nbytes > self.over_bytes
         ):
-            super().store_many(first, timestamps, datas)
-            return
-        nbytes = sum(map(len, datas))
-        if self._bytes + nbytes > self.over_bytes or len(timestamps) != n:
             super().store_many(first, timestamps, datas)
             return
         # the common case: right after the last, no limit reached
