@@ -5,8 +5,8 @@ Everything here reads the server's state and returns a :class:`Reply`
 Go-compatibility details -- field order, ``omitempty`` omissions, Go's time
 and JSON formatting, lenient query parsing, the exact 404 texts -- testable
 without sockets, and keeps this module stdlib-only so importing it costs
-nothing at start-up (the HTTP glue in ``monitor_http.py`` is what pulls in
-aiohttp, and only with ``-m``/``-ms``).
+nothing at start-up (the HTTP glue is ``http.py`` and ``wire.py``, used only
+with ``-m``/``-ms``).
 
 The server runs on one event loop, so a handler sees a consistent snapshot
 without the locks the Go server takes.

@@ -16,10 +16,9 @@ Start-up is ordered for speed and for client test-suites, which poll NATS's
   listens with a plain socket (so a taken port fails start-up at once, as
   the Go server's monitor listener does, before anything else starts), and
   connections made from then on wait in the backlog instead of being
-  refused. It then imports aiohttp (~0.12 s, only with ``-m``/``-ms``). On
-  the event loop's thread, not a worker: the NATS child boots in ~20 ms,
-  too little to hide the import behind, and an importing thread holding the
-  GIL delays every wake-up of the loop (measured: 0.2 s instead of 0.14 s).
+  refused. HTTP itself is ``wire.py``: the part of HTTP/1.1 these
+  exchanges use, with nothing to import at start-up (aiohttp, used before,
+  took 0.12 s to import and 12 MB of resident memory).
 * :meth:`MonitorHTTP.start` serves once the NATS child is up.
 * Until :meth:`MonitorHTTP.set_ready` (the streaming server is ready),
   proxied requests are held (up to ``READY_GATE`` seconds): nats-server
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from nss.log import get_logger
 from nss.server.monitor import endpoints as monitor
+from nss.server.monitor import wire
 
 if TYPE_CHECKING:
     import ssl
@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 READY_GATE = 3.0
 # Upper bound for one proxied request (e.g. a large /connz).
 PROXY_TIMEOUT = 30.0
+# A kept-alive connection with no request for this long is closed (Go's
+# monitor has no limit; this bounds what idle clients hold), and a request
+# must arrive whole within it once begun.
+IDLE_TIMEOUT = 120.0
 
 # Response headers not copied from the child's reply: hop-by-hop ones and
 # those the serving side sets itself.
@@ -104,15 +108,6 @@ def listen(host: str, port: int) -> socket.socket:
     return socket.create_server(addr[:2], family=family, backlog=128)
 
 
-def _import_aiohttp() -> tuple[Any, Any]:
-    """Import aiohttp, only when monitoring is on (see the module docstring)."""
-    import aiohttp
-    import aiohttp.web
-    import yarl
-
-    return aiohttp, yarl.URL
-
-
 def _server_tls(cert: str, key: str) -> ssl.SSLContext:
     import ssl
 
@@ -132,7 +127,6 @@ class MonitorHTTP:
         scheme: str,
         host: str,
         tls: ssl.SSLContext | None,
-        modules: tuple[Any, Any],
     ) -> None:
         self.server = server
         self.scheme = scheme
@@ -141,10 +135,9 @@ class MonitorHTTP:
         self._sock: socket.socket | None = sock
         self._tls = tls
         self._ready = asyncio.Event()
-        self._aiohttp, self._url = modules
-        self._runner: Any = None
-        self._session: Any = None
-        self._upstream = ""
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+        self._upstream = ""  # the child's monitoring; "" with an external NATS
         self._registry: Any = None
         self._metrics_mod: Any = None
         self.log = get_logger()
@@ -190,13 +183,7 @@ class MonitorHTTP:
                 "Can't start monitoring: can't listen to the monitor port: listen tcp "
                 f"{hostport}: bind: {reason}"
             ) from e
-        # Bound first: from here on connections queue instead of failing.
-        try:
-            modules = _import_aiohttp()
-        except ImportError as e:
-            sock.close()
-            raise MonitorError(f"Can't start monitoring: {e} (pip install aiohttp)") from e
-        return cls(server, sock, "https" if tls else "http", n.host, tls, modules)
+        return cls(server, sock, "https" if tls else "http", n.host, tls)
 
     @property
     def address(self) -> str:
@@ -206,29 +193,17 @@ class MonitorHTTP:
     async def start(self) -> None:
         """Serve on the bound socket (call once the NATS child is up, so
         proxying has a target)."""
-        aiohttp = self._aiohttp
-        web = aiohttp.web
         natsd = self.server.natsd
-        if natsd is not None and natsd.monitor_url:
-            self._upstream = natsd.monitor_url
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=PROXY_TIMEOUT),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent",),
-            )
-        else:
+        self._upstream = (natsd.monitor_url if natsd is not None else None) or ""
+        if not self._upstream:
             # Go logs nothing here (its stand-in NATS server has no logger)
             hostport = join_host_port(self.host, self.port)
             self.log.debug(f"Starting {self.scheme} monitor on {hostport}")
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
-        )
-        await self._runner.setup()
         sock, self._sock = self._sock, None
         assert sock is not None
-        await web.SockSite(self._runner, sock, ssl_context=self._tls).start()
+        self._server = await asyncio.start_server(
+            self._serve, sock=sock, ssl=self._tls, limit=wire.MAX_HEAD
+        )
 
     def set_ready(self) -> None:
         """The streaming server is up (or, with FT, in standby): release
@@ -238,75 +213,97 @@ class MonitorHTTP:
     async def close(self) -> None:
         """Stop serving; safe at any stage of start-up."""
         self._ready.set()
-        if self._runner is not None:
+        if self._server is not None:
+            self._server.close()
+            for w in list(self._conns):
+                w.close()
             with contextlib.suppress(Exception):
-                await self._runner.cleanup()
-            self._runner = None
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
-    # ------------------------------------------------------------ handlers
+    # ------------------------------------------------------------ serving
 
-    async def _dispatch(self, request: Any) -> Any:
-        path = request.path
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One client connection: requests answered in turn until it closes,
+        asks to close, goes idle or sends something malformed."""
+        self._conns.add(writer)
+        try:
+            while True:
+                try:
+                    req = await asyncio.wait_for(wire.read_request(reader), IDLE_TIMEOUT)
+                except wire.HTTPError as e:
+                    writer.write(wire.error_response(e))
+                    await writer.drain()
+                    return
+                if req is None:
+                    return
+                a = await self._dispatch(req)
+                keep = req.keep_alive
+                head = req.method == "HEAD"
+                writer.write(wire.render(a.status, a.headers, a.body, head=head, close=not keep))
+                await writer.drain()
+                if not keep:
+                    return
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            return  # the client went away, or idled out
+        finally:
+            self._conns.discard(writer)
+            writer.close()
+
+    async def _dispatch(self, req: wire.Request) -> wire.Answer:
+        path = req.path
         if path == monitor.METRICS_PATH:
-            return await self._metrics(request)
-        reply = monitor.handle(self.server, path, request.query, ready=self._ready.is_set())
+            return await self._metrics(req)
+        reply = monitor.handle(self.server, path, req.query, ready=self._ready.is_set())
         if reply is None:
-            if self._session is None:
+            if not self._upstream:
                 reply = monitor.not_found()
             else:
-                return await self._proxy(request)
+                return await self._proxy(req)
         return self._response(reply)
 
-    def _response(self, reply: monitor.Reply) -> Any:
-        web = self._aiohttp.web
-        resp = web.Response(status=reply.status, body=reply.body or None)
+    def _response(self, reply: monitor.Reply) -> wire.Answer:
+        headers = []
         if reply.content_type is not None:
-            resp.headers["Content-Type"] = reply.content_type
-        for k, v in reply.headers:
-            resp.headers[k] = v
-        return resp
+            headers.append(("Content-Type", reply.content_type))
+        headers.extend(reply.headers)
+        return wire.Answer(reply.status, headers, reply.body)
 
-    async def _proxy(self, request: Any) -> Any:
+    async def _proxy(self, req: wire.Request) -> wire.Answer:
         """Pass a request to the child's monitoring and its answer back:
         method, path and raw query string in; status, headers (but
         hop-by-hop ones) and body out. Redirects (Go's ServeMux path
         cleaning) are passed on, not followed."""
-        aiohttp = self._aiohttp
         if not self._ready.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), READY_GATE)
-        data = await request.read()
-        headers = {}
-        if "Content-Type" in request.headers:
-            headers["Content-Type"] = request.headers["Content-Type"]
+        headers = []
+        content_type = req.header("Content-Type")
+        if content_type is not None:
+            headers.append(("Content-Type", content_type))
         # read each time: a restarted child has a new internal port
         natsd = self.server.natsd
         upstream = (natsd.monitor_url if natsd is not None else None) or self._upstream
-        url = self._url(upstream + request.raw_path, encoded=True)
         try:
-            async with self._session.request(
-                request.method, url, data=data or None, headers=headers, allow_redirects=False
-            ) as r:
-                body = await r.read()
-                status = r.status
-                out = [(k, v) for k, v in r.headers.items() if k.lower() not in _SKIP_HEADERS]
-        except (aiohttp.ClientError, TimeoutError) as e:
-            self.log.debug(f"Monitoring proxy error for {request.raw_path}: {e!r}")
+            # a HEAD is asked as a GET: the answer's length is then that of
+            # the body the user would get, /varz's rewritten one included
+            method = "GET" if req.method == "HEAD" else req.method
+            answer = await asyncio.wait_for(
+                wire.fetch(upstream, method, req.target, headers, req.body), PROXY_TIMEOUT
+            )
+        except (OSError, ValueError, TimeoutError) as e:
+            self.log.debug(f"Monitoring proxy error for {req.target}: {e!r}")
             return self._response(
                 monitor.text_error(f"NATS monitoring endpoint unavailable: {e}", 502)
             )
-        if status == 200 and request.path == "/varz":
+        body = answer.body
+        if answer.status == 200 and req.path == "/varz":
             body = self._fix_varz(body)
-        resp = self._aiohttp.web.Response(status=status, body=body or None)
-        for k, v in out:
-            resp.headers.add(k, v)
-        return resp
+        out = [(k, v) for k, v in answer.headers if k.lower() not in _SKIP_HEADERS]
+        return wire.Answer(answer.status, out, body)
 
     def _fix_varz(self, body: bytes) -> bytes:
         """Make /varz describe the monitoring listener the user sees.
@@ -334,7 +331,7 @@ class MonitorHTTP:
 
         return _VARZ_LINE.sub(sub, body)
 
-    async def _metrics(self, request: Any) -> Any:
+    async def _metrics(self, req: wire.Request) -> wire.Answer:
         if self._registry is None:
             # prometheus_client is imported on first use, off the loop
             import importlib
@@ -343,7 +340,5 @@ class MonitorHTTP:
             if self._registry is None:
                 self._metrics_mod = mod
                 self._registry = mod.make_registry(self.server)
-        body, content_type = self._metrics_mod.render(self._registry, request.headers.get("Accept"))
-        resp = self._aiohttp.web.Response(status=200, body=body)
-        resp.headers["Content-Type"] = content_type
-        return resp
+        body, content_type = self._metrics_mod.render(self._registry, req.header("Accept"))
+        return wire.Answer(200, [("Content-Type", content_type)], body)
