@@ -272,7 +272,10 @@ class TestStoreContract:
         one, many = make(**limits), make(**limits)
         a, b = one.create_channel("foo").msgs, many.create_channel("foo").msgs
         seq = 1
-        for _ in range(60):
+        # SQL stores through the base class's loop, which fewer rounds cover;
+        # each of its rounds is a database round trip (60 took ~6 s a kind)
+        rounds = 20 if make.kind == "SQL" else 60  # type: ignore[attr-defined]
+        for _ in range(rounds):
             seq += rng.choice([0, 0, 0, 0, 1, 3])  # sometimes a gap
             n = rng.choice([1, 2, 7, 30])
             tss = sorted(rng.randrange(SEC, 100 * SEC) for _ in range(n))
