@@ -26,7 +26,6 @@ from nss.server.core.channels import ChannelRegistry
 from nss.server.core.clients import ClientRegistry
 from nss.server.delivery import Deliverer
 from nss.server.io import IOPath
-from nss.server.monitor.http import MonitorHTTP
 from nss.server.ops import protocol_table
 from nss.server.ops.heartbeat import ClientHeartbeats
 from nss.server.partitions import Partition, PartitionExchange
@@ -36,6 +35,7 @@ from nss.stores.base import Store, StoreError
 
 if TYPE_CHECKING:
     from nss.server.ft.loop import FTLoop
+    from nss.server.monitor.http import MonitorHTTP
 
 __all__ = ["StanServer", "StartupError"]
 
@@ -105,7 +105,12 @@ class StanServer:
         path = "compiled" if hot.COMPILED else "pure Python (not compiled, or NSS_PURE=1)"
         self.log.info(f"Hot path: {path}")
         # -m/-ms: bound before NATS starts, as Go's monitor listener is
-        self.monitor = MonitorHTTP.bind(self)
+        n = self.opts.nats
+        if n.http_port or n.https_port:
+            # imported only then: the endpoints and HTTP are 1 MB resident
+            from nss.server.monitor.http import MonitorHTTP
+
+            self.monitor = MonitorHTTP.bind(self)
         if not s.nats_server_url:
             await self._start_embedded_nats()
         else:
