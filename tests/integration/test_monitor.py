@@ -658,6 +658,17 @@ async def test_monitor_http_keep_alive_head_and_malformed_requests(nss_factory):
     # the length of the /varz a GET gets (nss rewrites some of the child's lines)
     assert abs(length - len(get.body)) < 20
 
+    # a body the child has no use for (it answers and closes unread): the
+    # answer still comes through, and curl's Expect gets its 100 Continue
+    body = bytes(5000)
+    out = await _exchange(
+        mport,
+        b"POST /varz HTTP/1.1\r\nExpect: 100-continue\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body,
+    )
+    assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), out[:200]
+    assert b'"server_id"' in out
+
     for bad, status in ((b"GARBAGE\r\n\r\n", 400), (b"GET / HTTP/3.0\r\n\r\n", 505)):
         out = await _exchange(mport, bad)
         assert out.startswith(b"HTTP/1.1 %d " % status), out

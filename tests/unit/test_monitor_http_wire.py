@@ -86,6 +86,7 @@ async def test_absolute_form_target_is_routed_on_its_path() -> None:
         (b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
         (b"GET /x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
         (b"GET /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"GET /x HTTP/1.1\r\nExpect: something\r\n\r\n", 417),
         (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
         (b"GET /x HTTP/1.1\r\n" + b"A: " + b"b" * wire.MAX_HEAD + b"\r\n\r\n", 431),
         (b"GET /x HTTP/1.1\r\n" + b"A: b\r\n" * (wire.MAX_HEAD // 6 + 1) + b"\r\n", 431),
@@ -146,6 +147,36 @@ def test_answers_of_the_nats_child() -> None:
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n1\r\ne\r\n0\r\n\r\n"
     )
     assert chunked.body == b"abcde"
-    for bad in (b"", b"garbage", b"SMTP 200\r\n\r\n", b"HTTP/1.1 2x0 OK\r\n\r\n"):
+    truncated = b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nabc"
+    for bad in (b"", b"garbage", b"SMTP 200\r\n\r\n", b"HTTP/1.1 2x0 OK\r\n\r\n", truncated):
         with pytest.raises(ValueError):
             wire.parse_answer(bad)
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.out = b""
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_read() -> None:
+    w = _Writer()
+    r = asyncio.StreamReader()
+    r.feed_data(b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    task = asyncio.ensure_future(wire.read_request(r, w))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    # the client holds its body back until told to go on
+    assert w.out == b"HTTP/1.1 100 Continue\r\n\r\n" and not task.done()
+    r.feed_data(b"abc")
+    req = await asyncio.wait_for(task, 5)
+    assert req is not None and req.body == b"abc"
+    # nothing to continue: no body, or too large a one (refused at once)
+    w2 = _Writer()
+    no_body = b"GET /x HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"
+    assert await wire.read_request(reader_of(no_body), w2) is not None  # type: ignore[arg-type]
+    big = b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 9999999\r\n\r\n"
+    with pytest.raises(wire.HTTPError) as e:
+        await wire.read_request(reader_of(big), w2)  # type: ignore[arg-type]
+    assert e.value.status == 413 and w2.out == b""

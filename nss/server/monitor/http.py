@@ -233,7 +233,7 @@ class MonitorHTTP:
         try:
             while True:
                 try:
-                    req = await asyncio.wait_for(wire.read_request(reader), IDLE_TIMEOUT)
+                    req = await asyncio.wait_for(wire.read_request(reader, writer), IDLE_TIMEOUT)
                 except wire.HTTPError as e:
                     writer.write(wire.error_response(e))
                     await writer.drain()

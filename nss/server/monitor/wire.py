@@ -144,10 +144,18 @@ def _content_length(headers: list[tuple[str, str]]) -> int | None:
     return int(next(iter(values)))
 
 
-async def read_request(reader: asyncio.StreamReader) -> Request | None:
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+async def read_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None = None
+) -> Request | None:
     """The next request on a connection, None when the client closed it.
 
-    Raises :class:`HTTPError` for a malformed one and
+    A client that asks ``Expect: 100-continue`` (curl does for a large
+    body) is told to go on through ``writer`` before its body is read,
+    rather than left to wait out its own timeout. Raises
+    :class:`HTTPError` for a malformed request and
     ``asyncio.IncompleteReadError`` when the stream ends inside one."""
     lines = await _read_head(reader)
     if lines is None:
@@ -165,17 +173,22 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
         if target != "*":
             target = (split.path or "/") + ("?" + split.query if split.query else "")
     req = Request(method, target, version, _parse_headers(lines[1:]))
+    expect = req.header("Expect")
+    if expect is not None and expect.lower() != "100-continue":
+        raise HTTPError(417, "Expectation Failed")
     te = req.header("Transfer-Encoding")
+    n = _content_length(req.headers) if te is None else None
+    if te is not None and te.lower() != "chunked":
+        raise HTTPError(501, "Not Implemented")
+    if n is not None and n > MAX_BODY:
+        raise HTTPError(413, "Request Entity Too Large")
+    if (te is not None or n) and expect is not None and writer is not None:
+        if version == "HTTP/1.1":
+            writer.write(CONTINUE)
     if te is not None:
-        if te.lower() != "chunked":
-            raise HTTPError(501, "Not Implemented")
         req.body = await _read_chunked(reader, MAX_BODY)
-    else:
-        n = _content_length(req.headers)
-        if n:
-            if n > MAX_BODY:
-                raise HTTPError(413, "Request Entity Too Large")
-            req.body = await reader.readexactly(n)
+    elif n:
+        req.body = await reader.readexactly(n)
     return req
 
 
@@ -268,10 +281,19 @@ async def fetch(
         if body or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body)}")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-        data = await reader.read()
+        chunks = []
+        try:
+            while chunk := await reader.read(1 << 16):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            # Go answers a body it has no use for and closes without reading
+            # it, which resets the connection after the answer: the answer
+            # counts if it came whole (parse_answer checks)
+            if not chunks:
+                raise
     finally:
         writer.close()
-    return parse_answer(data)
+    return parse_answer(b"".join(chunks))
 
 
 def parse_answer(data: bytes) -> Answer:
@@ -294,6 +316,8 @@ def parse_answer(data: bytes) -> Answer:
     else:
         n = next((v for k, v in headers if k.lower() == "content-length"), None)
         if n is not None and n.isdigit():
+            if len(rest) < int(n):
+                raise ValueError("truncated HTTP response")
             rest = rest[: int(n)]
     return Answer(status, headers, rest)
 
