@@ -180,3 +180,40 @@ async def test_expect_100_continue_is_answered_before_the_body_is_read() -> None
     with pytest.raises(wire.HTTPError) as e:
         await wire.read_request(reader_of(big), w2)  # type: ignore[arg-type]
     assert e.value.status == 413 and w2.out == b""
+
+
+class _Broken:
+    """A server view whose channels cannot be read (a bug in an endpoint)."""
+
+    def __init__(self, opts: object) -> None:
+        self.opts = opts
+        self.natsd = None
+
+    @property
+    def channels(self) -> object:
+        raise RuntimeError("boom")
+
+
+async def test_an_endpoint_failing_answers_500_and_the_connection_goes_on() -> None:
+    from nss.options import Options
+    from nss.server.monitor.http import MonitorHTTP
+
+    opts = Options()
+    opts.nats.host, opts.nats.http_port = "127.0.0.1", -1  # -1: a free port
+    mon = MonitorHTTP.bind(_Broken(opts))  # type: ignore[arg-type]
+    assert mon is not None
+    await mon.start()
+    mon.set_ready()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", mon.port)
+        writer.write(
+            b"GET /streaming/channelsz HTTP/1.1\r\n\r\n"
+            b"GET /streaming HTTP/1.1\r\nConnection: close\r\n\r\n"
+        )
+        out = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    finally:
+        await mon.close()
+    first, _, second = out.partition(b"\r\n\r\nInternal Server Error\n")
+    assert first.startswith(b"HTTP/1.1 500 Internal Server Error\r\n"), out
+    assert second.startswith(b"HTTP/1.1 200 OK\r\n"), out

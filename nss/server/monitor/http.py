@@ -240,7 +240,11 @@ class MonitorHTTP:
                     return
                 if req is None:
                     return
-                a = await self._dispatch(req)
+                try:
+                    a = await self._dispatch(req)
+                except Exception:  # a bug must not take the connection's answer
+                    self.log.exception(f"Monitoring error serving {req.method} {req.target}")
+                    a = self._response(monitor.text_error("Internal Server Error", 500))
                 keep = req.keep_alive
                 head = req.method == "HEAD"
                 writer.write(wire.render(a.status, a.headers, a.body, head=head, close=not keep))
