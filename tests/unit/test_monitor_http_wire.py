@@ -83,6 +83,7 @@ async def test_absolute_form_target_is_routed_on_its_path() -> None:
         (b"GET /x HTTP/1.1\r\nNo colon here\r\n\r\n", 400),
         (b"GET /x HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400),
         (b"GET /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"GET /x HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", 400),
         (b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
         (b"GET /x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
         (b"GET /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),

@@ -253,6 +253,8 @@ class MonitorHTTP:
                     return
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             return  # the client went away, or idled out
+        except Exception:  # a bug: this connection ends, the listener serves on
+            self.log.exception("Monitoring connection error")
         finally:
             self._conns.discard(writer)
             writer.close()

@@ -135,11 +135,16 @@ async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
         await reader.readexactly(2)
 
 
+def _is_decimal(s: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes "²", which int() refuses."""
+    return s.isascii() and s.isdigit()
+
+
 def _content_length(headers: list[tuple[str, str]]) -> int | None:
     values = {v for k, v in headers if k.lower() == "content-length"}
     if not values:
         return None
-    if len(values) > 1 or not next(iter(values)).isdigit():
+    if len(values) > 1 or not _is_decimal(next(iter(values))):
         raise HTTPError(400, "bad Content-Length")
     return int(next(iter(values)))
 
@@ -315,7 +320,7 @@ def parse_answer(data: bytes) -> Answer:
         rest = _dechunk(rest)
     else:
         n = next((v for k, v in headers if k.lower() == "content-length"), None)
-        if n is not None and n.isdigit():
+        if n is not None and _is_decimal(n):
             if len(rest) < int(n):
                 raise ValueError("truncated HTTP response")
             rest = rest[: int(n)]
