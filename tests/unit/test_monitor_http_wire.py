@@ -218,3 +218,34 @@ async def test_an_endpoint_failing_answers_500_and_the_connection_goes_on() -> N
     first, _, second = out.partition(b"\r\n\r\nInternal Server Error\n")
     assert first.startswith(b"HTTP/1.1 500 Internal Server Error\r\n"), out
     assert second.startswith(b"HTTP/1.1 200 OK\r\n"), out
+
+
+async def test_hostile_bytes_give_a_request_an_http_error_or_an_end() -> None:
+    """Mangled requests (seeded): every outcome is one the listener handles."""
+    import random
+
+    rng = random.Random(11)
+    seeds = [
+        b"GET /streaming/serverz?subs=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /varz HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
+        b"PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ]
+    alphabet = b"\r\n :;0123456789aAfF-\x00\xff\t%?/"
+    for _ in range(3000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(data) + 1)
+            op = rng.random()
+            if op < 0.4:
+                data[i:i] = bytes([rng.choice(alphabet)])
+            elif op < 0.7 and i < len(data):
+                del data[i]
+            elif i < len(data):
+                data[i] = rng.choice(alphabet)
+        try:
+            req = await wire.read_request(reader_of(bytes(data)))
+        except (wire.HTTPError, asyncio.IncompleteReadError):
+            continue
+        if req is not None:
+            assert req.path.startswith("/") or req.path == "*"
+            _ = (req.query, req.keep_alive)
