@@ -27,6 +27,7 @@ impl = _pick()
 COMPILED = impl is not pure
 
 AckHandler = impl.AckHandler
+AckNoter = impl.AckNoter
 DirectBatch = impl.DirectBatch
 Parser = impl.Parser
 PublishFastPath = impl.PublishFastPath

@@ -634,6 +634,36 @@ def append_sub_ops(bytearray buf, list ops, int msg_type, int ack_type, uint32_t
 
 # ------------------------------------------------------------------ PubAcks
 
+cdef class AckNoter:
+    """A FILE subscription store's ``ack_seq_pending`` (see the Python twin);
+    DirectBatch calls ``note`` in C."""
+
+    cdef readonly list ops
+    cdef readonly dict pending
+    cdef readonly object encode
+    cdef readonly Py_ssize_t limit
+
+    def __init__(self, list ops not None, dict pending not None, encode, Py_ssize_t limit):
+        self.ops = ops
+        self.pending = pending
+        self.encode = encode
+        self.limit = limit
+
+    def __call__(self, sub_id, seq):
+        self.note(sub_id, seq)
+
+    cdef int note(self, sub_id, seq) except -1:
+        cdef list ops = self.ops
+        ops.append(sub_id)
+        ops.append(~seq)
+        p = self.pending.get(sub_id)
+        if p is not None:
+            p.discard(seq)
+        if len(ops) >= self.limit:
+            self.encode()
+        return 0
+
+
 def append_pubacks(bytearray buf, list pubacks):
     """The PUB of every PubAck of a batch onto ``buf``. ``pubacks`` holds
     (reply, guid, part, error) as the publish batch keeps them: a part whose
@@ -985,7 +1015,11 @@ cdef class DirectBatch:
         del pending[seq]
         subs_store = _get(ch, self.o_subs_store)
         if subs_store.tracks_pending:
-            subs_store.ack_seq_pending(_get(sub, self.o_id), seq)
+            note = subs_store.ack_seq_pending
+            if type(note) is AckNoter:
+                (<AckNoter>note).note(_get(sub, self.o_id), seq)
+            else:
+                note(_get(sub, self.o_id), seq)
         (<dict>_get(sub, self.o_redeliveries)).pop(seq, None)
         if not pending:
             sub.cancel_timer()

@@ -21,6 +21,7 @@ from nss.pb import protocol_pb2 as pb
 
 __all__ = [
     "AckHandler",
+    "AckNoter",
     "DirectBatch",
     "Parser",
     "PublishFastPath",
@@ -157,6 +158,38 @@ def append_sub_ops(buf: bytearray, ops: list[int], msg_type: int, ack_type: int,
             buf += sub_record(ack_type, sid, ~seq, poly)
             acks += 1
     return acks
+
+
+class AckNoter:
+    """A FILE subscription store's ``ack_seq_pending``: notes the ack record
+    (sub ID, then ``~seq``) in the store's list of pending/ack operations,
+    drops the sequence from the sub's pending set, and has the store encode
+    the list once it holds ``limit`` entries.
+
+    The store makes one over its own list and sets, whose identities stay
+    (the store clears them in place), and calls it as its method; the
+    compiled DirectBatch recognises the compiled twin and runs it in C,
+    so an ack costs no Python call there."""
+
+    __slots__ = ("encode", "limit", "ops", "pending")
+
+    def __init__(
+        self, ops: list[int], pending: dict[int, set[int]], encode: Any, limit: int
+    ) -> None:
+        self.ops = ops
+        self.pending = pending
+        self.encode = encode
+        self.limit = limit
+
+    def __call__(self, sub_id: int, seq: int) -> None:
+        ops = self.ops
+        ops.append(sub_id)
+        ops.append(~seq)
+        p = self.pending.get(sub_id)
+        if p is not None:
+            p.discard(seq)
+        if len(ops) >= self.limit:
+            self.encode()
 
 
 def append_pubacks(buf: bytearray, pubacks: list[tuple[str, str, Any, str]]) -> None:

@@ -467,11 +467,11 @@ async def test_file_store_writes_identical_files(tmp_path: Path, poly: int) -> N
 
 
 def _memory_batch(
-    max_payload: int,
+    max_payload: int, store: Any = None
 ) -> tuple[ChannelRegistry, PublishBatch, list[tuple[str, bytes]]]:
-    """MEMORY channels, a deliverer and a publish batch whose sends are
-    recorded in the list returned."""
-    channels = ChannelRegistry(MemoryStore(StoreLimits()))
+    """MEMORY channels (or those of ``store``), a deliverer and a publish
+    batch whose sends are recorded in the list returned."""
+    channels = ChannelRegistry(store or MemoryStore(StoreLimits()))
     sent: list[tuple[str, bytes]] = []
 
     def send(subject: str, payload: bytes) -> None:
@@ -566,19 +566,31 @@ def _send_one_by_one(deliverer: Any, sub: Any, msgs: Any, seq: int, last: int) -
         seq += 1
 
 
-async def _direct_run(impl: ModuleType, seed: int, mp: pytest.MonkeyPatch, send: Any = None) -> Any:
+async def _direct_run(
+    impl: ModuleType, seed: int, mp: pytest.MonkeyPatch, send: Any = None, root: Path | None = None
+) -> Any:
     """A random stream of publishes and acks through ``impl.DirectBatch``
     (deliveries by ``send``, else ``impl.send_span``)
-    into a real batch, I/O path, deliverer and MEMORY channels (parked and
-    busy I/O task, a channel new to the batch, payloads over the limit, a
-    queue group, unknown and repeated acks, MaxInFlight stalls); what a
-    client would see and what the server holds at the end."""
+    into a real batch, I/O path, deliverer and MEMORY channels, or FILE ones
+    in ``root`` (parked and busy I/O task, a channel new to the batch,
+    payloads over the limit, a queue group, unknown and repeated acks,
+    MaxInFlight stalls); what a client would see and what the server holds
+    at the end (with FILE, the subs.dat files too: the message files hold
+    each run's own timestamps)."""
     from nss.server import delivery as delivery_mod
     from nss.server.io import IOPath
 
     mp.setattr(delivery_mod, "send_span", send or impl.send_span)
     r = random.Random(seed)
-    channels, b, sent = _memory_batch(300)
+    store = None
+    if root is not None:
+        mp.setattr(subs_mod, "AckNoter", impl.AckNoter)
+        mp.setattr(subs_mod, "append_sub_ops", impl.append_sub_ops)
+        mp.setattr(msglog_mod, "append_msg_records", impl.append_msg_records)
+        store = FileStore(str(root), StoreLimits(), FileOptions(do_sync=False))
+        assert store.recover() is None
+        store.init(spb.ServerInfo(ClusterID="t", Discovery="d", Publish="p"))
+    channels, b, sent = _memory_batch(300, store)
     deliverer = b._deliverer
     io = IOPath(b, 1024, 0, get_logger())
     direct = impl.DirectBatch(io)
@@ -623,7 +635,12 @@ async def _direct_run(impl: ModuleType, seed: int, mp: pytest.MonkeyPatch, send:
         for name, ch in channels.channels.items()
     }
     state = [(sorted(s.pending), s.last_sent, s.stalled) for s in subs]
-    return wire, held, state, deliverer.out_msgs, deliverer.out_bytes
+    files = {}
+    if store is not None:
+        await store.close()
+        assert root is not None
+        files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("subs.dat"))}
+    return wire, held, state, deliverer.out_msgs, deliverer.out_bytes, files
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -636,6 +653,33 @@ async def test_direct_batch_and_send_span_do_what_the_io_path_does(
     a = await _direct_run(pure, seed, monkeypatch, send=_send_one_by_one)
     b = await _direct_run(impl, seed, monkeypatch)
     assert len(a[0]) > 50 and a == b
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("seed", range(3))
+async def test_direct_batch_on_file_channels_writes_what_the_io_path_does(
+    impl: ModuleType, seed: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The same on FILE channels: the acks the compiled DirectBatch notes
+    in C (``AckNoter``) leave subs.dat byte for byte as the pure path's
+    method calls do, and the same pending sets after a restart."""
+    a = await _direct_run(pure, seed, monkeypatch, _send_one_by_one, tmp_path / "a")
+    monkeypatch.undo()
+    b = await _direct_run(impl, seed, monkeypatch, root=tmp_path / "b")
+    assert len(a[0]) > 50 and any(n.endswith("subs.dat") and len(v) > 200 for n, v in a[5].items())
+    assert a[5] == b[5]
+    assert a[1:5] == b[1:5]
+    recovered = []
+    for root in (tmp_path / "a", tmp_path / "b"):
+        fs = FileStore(str(root), StoreLimits(), FileOptions(do_sync=False))
+        rs = fs.recover()
+        assert rs is not None
+        recovered.append(
+            {n: sorted((r.sub.ID, sorted(r.pending)) for r in c.subscriptions)
+             for n, c in rs.channels.items()}
+        )  # fmt: skip
+        fs.close_sync()
+    assert recovered[0] == recovered[1] and any(any(p for _, p in v) for v in recovered[0].values())
 
 
 @pytest.mark.parametrize("impl", IMPLS)

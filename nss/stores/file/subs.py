@@ -8,7 +8,7 @@ import time
 
 from google.protobuf.message import DecodeError
 
-from nss.hot import append_sub_ops
+from nss.hot import AckNoter, append_sub_ops
 from nss.log import get_logger
 from nss.options import ChannelLimits
 from nss.pb import spb_pb2 as spb
@@ -74,9 +74,13 @@ class FileSubStore(SubStore):
         self._closed = False
         # a subscription record (not just pending/ack) awaits its fsync
         self._structural = False
-        # noted pending/ack operations: sub ID, then seq or ~seq (an ack)
+        # noted pending/ack operations: sub ID, then seq or ~seq (an ack);
+        # cleared in place, never replaced (the ack noter holds it)
         self._ops: list[int] = []
         self._check_compact = False  # an ack since the last check
+        # the per-ack record, compiled where the hot path is (an ack from
+        # the compiled DirectBatch then costs no Python call)
+        self.ack_seq_pending = AckNoter(self._ops, self._pending, self._encode_ops, _OPS_MAX)
 
     # -- holder protocol ---------------------------------------------------
 
@@ -171,14 +175,10 @@ class FileSubStore(SubStore):
             self._encode_ops()
 
     def ack_seq_pending(self, sub_id: int, seq: int) -> None:
-        ops = self._ops
-        ops.append(sub_id)
-        ops.append(~seq)
-        p = self._pending.get(sub_id)
-        if p is not None:
-            p.discard(seq)
-        if len(ops) >= _OPS_MAX:
-            self._encode_ops()
+        """Shadowed on each instance by its ``nss.hot.AckNoter`` (set in
+        ``__init__``), which is what callers reach; this is only the way
+        through the class."""
+        self.__dict__["ack_seq_pending"](sub_id, seq)
 
     async def flush(self) -> None:
         """Write everything; fsync only when a subscription record changed.
@@ -222,12 +222,15 @@ class FileSubStore(SubStore):
         ops = self._ops
         if not ops:
             return
-        self._ops = []
         buf = self._buf
         start = len(buf)
-        n_acks = append_sub_ops(buf, ops, SUB_REC_MSG, SUB_REC_ACK, self._crc_poly)
+        n_ops = len(ops) // 2
+        try:
+            n_acks = append_sub_ops(buf, ops, SUB_REC_MSG, SUB_REC_ACK, self._crc_poly)
+        finally:
+            ops.clear()  # in place: the ack noter holds this list
         self._file_size += len(buf) - start
-        self._num_recs += len(ops) // 2 - n_acks
+        self._num_recs += n_ops - n_acks
         self._del_recs += n_acks
         if n_acks:
             self._check_compact = True
@@ -305,7 +308,7 @@ class FileSubStore(SubStore):
                 nrecs += 1
         if not rewrite_file(self._shared.root, "subs", self.path, out):
             return
-        self._ops = []
+        self._ops.clear()
         self._buf = bytearray()
         if self._fd >= 0:
             close_quietly(self._fd)
@@ -399,6 +402,6 @@ class FileSubStore(SubStore):
 
     def discard(self) -> None:
         self._closed = True
-        self._ops = []
+        self._ops.clear()
         self._buf = bytearray()
         self.close_fds()
