@@ -1044,34 +1044,43 @@ def send_span(deliverer, sub, msgs, uint64_t seq, uint64_t last):
     """Send a plain subscription the stored messages ``seq``..``last`` it
     has room for (MaxInFlight), looked up first, then published in one call
     and recorded pending (see the Python twin)."""
-    lookup = msgs.lookup
+    lookup_many = msgs.lookup_many
     cdef dict pending = sub.pending
     cdef Py_ssize_t room = <Py_ssize_t>sub.max_inflight - len(pending)
     cdef uint64_t last_sent = sub.last_sent
     cdef list datas = []
     cdef list new = []
+    cdef list span
     cdef bint stalled = False
-    cdef Py_ssize_t nbytes = 0
+    cdef Py_ssize_t nbytes = 0, i
+    cdef uint64_t hi
     while seq <= last:
         if room <= 0:
             stalled = True
             break
-        key = seq
-        data = lookup(key)
-        if data is not None:
-            datas.append(data)
-            nbytes += PyBytes_GET_SIZE(<bytes>data)
-            if key not in pending:
-                new.append(key)
-                if seq > last_sent:
-                    last_sent = seq
-                room -= 1
-            if room <= 0:
-                stalled = True
-                break
-        elif seq > last_sent:
-            last_sent = seq
-        seq += 1
+        hi = seq + <uint64_t>room - 1
+        if hi > last:
+            hi = last
+        span = lookup_many(seq, hi)
+        for i in range(len(span)):
+            data = span[i]
+            if data is not None:
+                key = seq
+                datas.append(data)
+                nbytes += PyBytes_GET_SIZE(<bytes>data)
+                if key not in pending:
+                    new.append(key)
+                    if seq > last_sent:
+                        last_sent = seq
+                    room -= 1
+                if room <= 0:
+                    stalled = True
+                    break
+            elif seq > last_sent:
+                last_sent = seq
+            seq += 1
+        if stalled:
+            break
     if datas:
         deliverer.publish_many(sub.inbox, datas)
         deliverer.out_msgs += len(datas)

@@ -282,7 +282,7 @@ def send_span(deliverer: Any, sub: Any, msgs: Any, seq: int, last: int) -> None:
     then they are published in one call and recorded pending. A failure of
     either step (a store read, a payload over the NATS limit) leaves the
     subscription as it was, to be tried again by the next delivery."""
-    lookup = msgs.lookup
+    lookup_many = msgs.lookup_many
     pending = sub.pending
     max_inflight = sub.max_inflight
     room = max_inflight - len(pending)
@@ -294,20 +294,24 @@ def send_span(deliverer: Any, sub: Any, msgs: Any, seq: int, last: int) -> None:
         if room <= 0:
             stalled = True
             break
-        data = lookup(seq)
-        if data is not None:
-            datas.append(data)
-            if seq not in pending:
-                new.append(seq)
-                if seq > last_sent:
-                    last_sent = seq
-                room -= 1
-            if room <= 0:
-                stalled = True
-                break
-        elif seq > last_sent:
-            last_sent = seq
-        seq += 1
+        # no more at once than the window could take: a gap or a message
+        # already pending takes no room, so another span may follow
+        for data in lookup_many(seq, min(last, seq + room - 1)):
+            if data is not None:
+                datas.append(data)
+                if seq not in pending:
+                    new.append(seq)
+                    if seq > last_sent:
+                        last_sent = seq
+                    room -= 1
+                if room <= 0:
+                    stalled = True
+                    break
+            elif seq > last_sent:
+                last_sent = seq
+            seq += 1
+        if stalled:
+            break
     if datas:
         deliverer.publish_many(sub.inbox, datas)
         deliverer.out_msgs += len(datas)

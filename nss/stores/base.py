@@ -184,6 +184,12 @@ class MsgStore(ABC):
     def lookup(self, seq: int) -> bytes | None:
         """Encoded MsgProto, or None when absent, expired or out of range."""
 
+    def lookup_many(self, first: int, last: int) -> list[bytes | None]:
+        """``lookup`` of each of ``first``..``last``, in one call: what a
+        delivery sends a subscription (``nss.hot.send_span``), so that a
+        store that can answer a span at once saves a call per message."""
+        return [self.lookup(s) for s in range(first, last + 1)]
+
     @abstractmethod
     def first_sequence(self) -> int: ...
 

@@ -148,6 +148,16 @@ class MemoryMsgStore(MsgStore):
             return None
         return self._data[i]
 
+    def lookup_many(self, first: int, last: int) -> list[bytes | None]:
+        d = self._data
+        i, j = first - self._base, last - self._base + 1
+        if i >= 0 and j <= len(d):
+            return d[i:j]  # the usual case: a slice, no loop
+        lo, hi = max(i, 0), min(j, len(d))
+        if lo >= hi:
+            return [None] * max(0, j - i)
+        return [None] * (lo - i) + d[lo:hi] + [None] * (j - hi)
+
     def timestamp_of(self, seq: int) -> int | None:
         i = seq - self._base
         if i < 0 or i >= len(self._data) or self._data[i] is None:

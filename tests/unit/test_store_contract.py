@@ -308,6 +308,28 @@ class TestStoreContract:
             for name in files:
                 assert (da / name).read_bytes() == (db / name).read_bytes(), name
 
+    async def test_lookup_many_is_lookup_of_each(self, make: Factory) -> None:
+        """A delivery's span read at once answers as a lookup per sequence,
+        also across gaps, dropped messages and either end of the channel,
+        and after a restart (FILE: from the files, not the cache)."""
+        st = make(max_msgs=12)
+        ms = st.create_channel("foo").msgs
+        for s in [*range(1, 9), *range(11, 20)]:  # a gap at 9-10; 1-7 dropped
+            put(ms, s, data=bytes([s]) * s)
+        await ms.flush()
+        spans = [(1, 25), (8, 8), (9, 10), (8, 19), (13, 15), (19, 30), (30, 40), (5, 4)]
+
+        def check(ms: MsgStore) -> None:
+            for first, last in spans:
+                want = [ms.lookup(s) for s in range(first, last + 1)]
+                assert ms.lookup_many(first, last) == want, (first, last)
+            assert ms.lookup_many(1, 25).count(None) == 25 - 12
+
+        check(ms)
+        rs = await make.reopen(st)  # type: ignore[attr-defined]
+        if rs is not None:
+            check(rs.channels["foo"].channel.msgs)
+
     async def test_expire_without_max_age(self, make: Factory) -> None:
         ms = make().create_channel("foo").msgs
         put(ms, 1, ts=0)

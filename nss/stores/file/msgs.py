@@ -105,6 +105,24 @@ class FileMsgStore(MsgStore):
             _log.error(f'Error looking up message {seq} on channel "{self.name}": {e}')
             return None
 
+    def lookup_many(self, first: int, last: int) -> list[bytes | None]:
+        ml = self._msglog
+        lo, hi = max(first, ml.first), min(last, ml.last)
+        if lo > hi:
+            return [None] * max(0, last - first + 1)
+        self._active = True
+        get = self._cache.get
+        out: list[bytes | None] = [get(s) for s in range(lo, hi + 1)]
+        if None in out:
+            # not cached: read the one-by-one way (which reads ahead into
+            # the cache for those that follow)
+            for k, d in enumerate(out):
+                if d is None:
+                    out[k] = self.lookup(lo + k)
+        if lo > first or hi < last:
+            out = [None] * (lo - first) + out + [None] * (last - hi)
+        return out
+
     def first_sequence(self) -> int:
         return self._msglog.first
 
