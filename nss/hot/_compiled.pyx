@@ -608,26 +608,31 @@ cdef char* _put_sub_record(char* o, int rtype, uint64_t sub_id, uint64_t seq, ui
     return o + n
 
 
-def append_sub_ops(bytearray buf, list ops, int msg_type, int ack_type, uint32_t poly):
+def append_sub_ops(
+    bytearray buf, list ops, bytearray kinds, int msg_type, int ack_type, uint32_t poly
+):
     """The ``subs.dat`` records of noted operations ``[sub ID, seq, ...]``
-    onto ``buf``: a pending record for a seq >= 0, an ack record of ``~seq``
-    for one below; how many were acks."""
+    onto ``buf``: per pair, a pending record where ``kinds`` holds 0, an ack
+    record where it holds 1; how many were acks."""
     cdef Py_ssize_t i, n = len(ops), acks = 0
     cdef Py_ssize_t start = PyByteArray_GET_SIZE(buf)
+    cdef uint64_t sid, seq
+    cdef const unsigned char* k = <const unsigned char*>PyByteArray_AS_STRING(kinds)
+    if n % 2 or PyByteArray_GET_SIZE(kinds) != n // 2:
+        raise ValueError("ops holds pairs, and kinds one byte per pair")
+    # the values first: one that is no uint64 leaves buf as it was
+    for i in range(n):
+        sid = ops[i]
     cdef char* q0 = _grow(buf, (n // 2) * 32)
     cdef char* q = q0
-    cdef uint64_t sid
-    cdef object seq
-    if n % 2:
-        raise ValueError("ops holds pairs")
     for i in range(0, n, 2):
         sid = ops[i]
         seq = ops[i + 1]
-        if seq >= 0:
-            q = _put_sub_record(q, msg_type, sid, <uint64_t>seq, poly)
-        else:
-            q = _put_sub_record(q, ack_type, sid, <uint64_t>(~seq), poly)
+        if k[i // 2]:
+            q = _put_sub_record(q, ack_type, sid, seq, poly)
             acks += 1
+        else:
+            q = _put_sub_record(q, msg_type, sid, seq, poly)
     PyByteArray_Resize(buf, start + (q - q0))
     return acks
 
@@ -639,12 +644,17 @@ cdef class AckNoter:
     DirectBatch calls ``note`` in C."""
 
     cdef readonly list ops
+    cdef readonly bytearray kinds
     cdef readonly dict pending
     cdef readonly object encode
     cdef readonly Py_ssize_t limit
 
-    def __init__(self, list ops not None, dict pending not None, encode, Py_ssize_t limit):
+    def __init__(
+        self, list ops not None, bytearray kinds not None, dict pending not None, encode,
+        Py_ssize_t limit
+    ):
         self.ops = ops
+        self.kinds = kinds
         self.pending = pending
         self.encode = encode
         self.limit = limit
@@ -655,7 +665,8 @@ cdef class AckNoter:
     cdef int note(self, sub_id, seq) except -1:
         cdef list ops = self.ops
         ops.append(sub_id)
-        ops.append(~seq)
+        ops.append(seq)
+        self.kinds.append(1)
         p = self.pending.get(sub_id)
         if p is not None:
             p.discard(seq)

@@ -146,37 +146,46 @@ def sub_record(rtype: int, sub_id: int, seq: int, poly: int) -> bytes:
     return REC_HDR.pack((rtype << 24) | len(payload), _crc_func(poly)(payload)) + payload
 
 
-def append_sub_ops(buf: bytearray, ops: list[int], msg_type: int, ack_type: int, poly: int) -> int:
+def append_sub_ops(
+    buf: bytearray, ops: list[int], kinds: bytearray, msg_type: int, ack_type: int, poly: int
+) -> int:
     """The ``subs.dat`` records of noted operations ``[sub ID, seq, ...]``
-    onto ``buf``: a pending record for a seq >= 0, an ack record of ``~seq``
-    for one below; how many were acks."""
+    onto ``buf``: per pair, a pending record where ``kinds`` holds 0, an ack
+    record where it holds 1; how many were acks."""
+    if len(ops) % 2 or len(kinds) != len(ops) // 2:
+        raise ValueError("ops holds pairs, and kinds one byte per pair")
+    out = bytearray()
     acks = 0
-    for sid, seq in zip(ops[0::2], ops[1::2], strict=True):
-        if seq >= 0:
-            buf += sub_record(msg_type, sid, seq, poly)
-        else:
-            buf += sub_record(ack_type, sid, ~seq, poly)
-            acks += 1
+    for sid, seq, kind in zip(ops[0::2], ops[1::2], kinds, strict=True):
+        out += sub_record(ack_type if kind else msg_type, sid, seq, poly)
+        acks += kind != 0
+    buf += out  # all or nothing, as the compiled twin
     return acks
 
 
 class AckNoter:
     """A FILE subscription store's ``ack_seq_pending``: notes the ack record
-    (sub ID, then ``~seq``) in the store's list of pending/ack operations,
-    drops the sequence from the sub's pending set, and has the store encode
-    the list once it holds ``limit`` entries.
+    (sub ID and seq in the store's list of pending/ack operations, kind 1
+    beside them), drops the sequence from the sub's pending set, and has the
+    store encode the list once it holds ``limit`` entries.
 
     The store makes one over its own list and sets, whose identities stay
     (the store clears them in place), and calls it as its method; the
     compiled DirectBatch recognises the compiled twin and runs it in C,
     so an ack costs no Python call there."""
 
-    __slots__ = ("encode", "limit", "ops", "pending")
+    __slots__ = ("encode", "kinds", "limit", "ops", "pending")
 
     def __init__(
-        self, ops: list[int], pending: dict[int, set[int]], encode: Any, limit: int
+        self,
+        ops: list[int],
+        kinds: bytearray,
+        pending: dict[int, set[int]],
+        encode: Any,
+        limit: int,
     ) -> None:
         self.ops = ops
+        self.kinds = kinds
         self.pending = pending
         self.encode = encode
         self.limit = limit
@@ -184,7 +193,8 @@ class AckNoter:
     def __call__(self, sub_id: int, seq: int) -> None:
         ops = self.ops
         ops.append(sub_id)
-        ops.append(~seq)
+        ops.append(seq)
+        self.kinds.append(1)
         p = self.pending.get(sub_id)
         if p is not None:
             p.discard(seq)

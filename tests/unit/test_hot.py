@@ -710,19 +710,24 @@ def test_direct_batch_sends_other_classes_the_long_way(impl: ModuleType) -> None
 def test_sub_ops_are_the_records_one_by_one(impl: ModuleType) -> None:
     r = random.Random(7)
     ops: list[int] = []
+    kinds = bytearray()
     for _ in range(500):
         sid = r.choice([0, 1, 300, 2**40])
         seq = r.choice([0, 5, 2**20, 2**63 - 1])
-        ops += [sid, seq if r.random() < 0.5 else ~seq]
+        ops += [sid, seq]
+        kinds.append(r.random() < 0.5)
     want = b"".join(
-        pure.sub_record(5, sid, seq, CASTAGNOLI)
-        if seq >= 0
-        else pure.sub_record(4, sid, ~seq, CASTAGNOLI)
-        for sid, seq in zip(ops[0::2], ops[1::2], strict=True)
+        pure.sub_record(4 if kind else 5, sid, seq, CASTAGNOLI)
+        for sid, seq, kind in zip(ops[0::2], ops[1::2], kinds, strict=True)
     )
     buf = bytearray(b"head")
-    assert impl.append_sub_ops(buf, ops, 5, 4, CASTAGNOLI) == sum(s < 0 for s in ops[1::2])
+    assert impl.append_sub_ops(buf, ops, kinds, 5, 4, CASTAGNOLI) == sum(kinds)
     assert buf == b"head" + want
+    # a value that is no uint64, or kinds that do not match: nothing written
+    for bad_ops, bad_kinds in (([1, -1], bytearray(1)), ([1, 2], bytearray(2))):
+        with pytest.raises((OverflowError, ValueError)):
+            impl.append_sub_ops(buf, bad_ops, bad_kinds, 5, 4, CASTAGNOLI)
+        assert buf == b"head" + want
 
 
 @pytest.mark.parametrize("impl", IMPLS)

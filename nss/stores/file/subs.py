@@ -74,13 +74,17 @@ class FileSubStore(SubStore):
         self._closed = False
         # a subscription record (not just pending/ack) awaits its fsync
         self._structural = False
-        # noted pending/ack operations: sub ID, then seq or ~seq (an ack);
-        # cleared in place, never replaced (the ack noter holds it)
+        # noted pending/ack operations: sub ID and seq, and beside them one
+        # byte each, 0 for a pending and 1 for an ack; cleared in place,
+        # never replaced (the ack noter holds them)
         self._ops: list[int] = []
+        self._kinds = bytearray()
         self._check_compact = False  # an ack since the last check
         # the per-ack record, compiled where the hot path is (an ack from
         # the compiled DirectBatch then costs no Python call)
-        self.ack_seq_pending = AckNoter(self._ops, self._pending, self._encode_ops, _OPS_MAX)
+        self.ack_seq_pending = AckNoter(
+            self._ops, self._kinds, self._pending, self._encode_ops, _OPS_MAX
+        )
 
     # -- holder protocol ---------------------------------------------------
 
@@ -142,7 +146,7 @@ class FileSubStore(SubStore):
                 self._compact()
 
     # Pending and ack records are the per-message part of subs.dat: each
-    # call only notes (sub ID, then seq for a pending or ~seq for an ack)
+    # call only notes (sub ID and seq, and a kind: pending or ack)
     # and the records are encoded together when the batch is flushed
     # (``_encode_ops``); fragmentation is checked then too, once per batch.
 
@@ -150,6 +154,7 @@ class FileSubStore(SubStore):
         ops = self._ops
         ops.append(sub_id)
         ops.append(seq)
+        self._kinds.append(0)
         st = self._subs.get(sub_id)
         if st is not None:
             if seq > st.lastSent:
@@ -165,6 +170,7 @@ class FileSubStore(SubStore):
         noted[1::2] = seqs
         ops = self._ops
         ops.extend(noted)
+        self._kinds.extend(bytes(len(seqs)))
         st = self._subs.get(sub_id)
         if st is not None:
             top = max(seqs)
@@ -226,9 +232,13 @@ class FileSubStore(SubStore):
         start = len(buf)
         n_ops = len(ops) // 2
         try:
-            n_acks = append_sub_ops(buf, ops, SUB_REC_MSG, SUB_REC_ACK, self._crc_poly)
+            n_acks = append_sub_ops(
+                buf, ops, self._kinds, SUB_REC_MSG, SUB_REC_ACK, self._crc_poly
+            )
         finally:
-            ops.clear()  # in place: the ack noter holds this list
+            # in place: the ack noter holds these
+            ops.clear()
+            self._kinds.clear()
         self._file_size += len(buf) - start
         self._num_recs += n_ops - n_acks
         self._del_recs += n_acks
@@ -309,6 +319,7 @@ class FileSubStore(SubStore):
         if not rewrite_file(self._shared.root, "subs", self.path, out):
             return
         self._ops.clear()
+        self._kinds.clear()
         self._buf = bytearray()
         if self._fd >= 0:
             close_quietly(self._fd)
@@ -403,5 +414,6 @@ class FileSubStore(SubStore):
     def discard(self) -> None:
         self._closed = True
         self._ops.clear()
+        self._kinds.clear()
         self._buf = bytearray()
         self.close_fds()
