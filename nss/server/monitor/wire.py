@@ -64,11 +64,7 @@ class Request:
         return out
 
     def header(self, name: str) -> str | None:
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
+        return header(self.headers, name)
 
     @property
     def keep_alive(self) -> bool:
@@ -76,6 +72,15 @@ class Request:
         if self.version == "HTTP/1.0":
             return "keep-alive" in conn
         return "close" not in conn
+
+
+def header(headers: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of header ``name`` (any case), or None."""
+    name = name.lower()
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return None
 
 
 def _parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
@@ -315,11 +320,11 @@ def parse_answer(data: bytes) -> Answer:
         headers = _parse_headers(lines[1:])
     except (ValueError, HTTPError):
         raise ValueError("malformed HTTP response") from None
-    te = next((v for k, v in headers if k.lower() == "transfer-encoding"), None)
+    te = header(headers, "Transfer-Encoding")
     if te is not None and te.lower() == "chunked":
         rest = _dechunk(rest)
     else:
-        n = next((v for k, v in headers if k.lower() == "content-length"), None)
+        n = header(headers, "Content-Length")
         if n is not None and _is_decimal(n):
             if len(rest) < int(n):
                 raise ValueError("truncated HTTP response")
