@@ -620,19 +620,20 @@ def append_sub_ops(
     cdef const unsigned char* k = <const unsigned char*>PyByteArray_AS_STRING(kinds)
     if n % 2 or PyByteArray_GET_SIZE(kinds) != n // 2:
         raise ValueError("ops holds pairs, and kinds one byte per pair")
-    # the values first: one that is no uint64 leaves buf as it was
-    for i in range(n):
-        sid = ops[i]
     cdef char* q0 = _grow(buf, (n // 2) * 32)
     cdef char* q = q0
-    for i in range(0, n, 2):
-        sid = ops[i]
-        seq = ops[i + 1]
-        if k[i // 2]:
-            q = _put_sub_record(q, ack_type, sid, seq, poly)
-            acks += 1
-        else:
-            q = _put_sub_record(q, msg_type, sid, seq, poly)
+    try:
+        for i in range(0, n, 2):
+            sid = ops[i]
+            seq = ops[i + 1]
+            if k[i // 2]:
+                q = _put_sub_record(q, ack_type, sid, seq, poly)
+                acks += 1
+            else:
+                q = _put_sub_record(q, msg_type, sid, seq, poly)
+    except BaseException:
+        PyByteArray_Resize(buf, start)  # a value that is no uint64: buf as it was
+        raise
     PyByteArray_Resize(buf, start + (q - q0))
     return acks
 
@@ -861,7 +862,6 @@ cdef inline void _put(object o, Py_ssize_t off, object v) noexcept:
     Py_INCREF(v)
     p[0] = <PyObject*>v
     Py_XDECREF(old)
-
 
 
 cdef inline int64_t _time_ns() noexcept:
