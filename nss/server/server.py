@@ -223,6 +223,7 @@ class StanServer:
             self.server_id,
             hb_interval=jitter(s.ft_hb_interval),
             missed_interval=jitter(s.ft_hb_missed_interval),
+            lock_decides=lock.names_one_owner,
             try_lock=lambda: asyncio.to_thread(lock.acquire),
             check_lock=lambda: asyncio.to_thread(lock.check),
             activate=self._ft_activate,

@@ -24,6 +24,11 @@ class StoreLock(ABC):
     # ``lost_reason`` then says why, in the store's words.
     on_lost: Callable[[], None] | None = None
     lost_reason: str = ""
+    # Can ``check`` tell two actives apart? True when the lock names one
+    # owner and a deposed one finds out at its next check (SQL's lease
+    # row). A POSIX lock that let two servers in is broken for both, so
+    # FILE keeps Go's guard: the later activation steps down.
+    names_one_owner: bool = False
 
     @abstractmethod
     def acquire(self) -> bool:

@@ -46,6 +46,77 @@ async def test_sql_frozen_active_is_deposed_and_fenced(
     await c2.close()
 
 
+async def test_active_frozen_inside_a_transaction_is_deposed(
+    group: Any, pair: tuple[NssProcess, NssProcess], pg_server: Any
+) -> None:
+    """The active freezes between two statements of a transaction, so its
+    database session holds the StoreLock row locked. A standby that just
+    waited for the row would wait as long as the frozen process lives; the
+    database must end that session (the active's sessions are not allowed
+    to sit idle in a transaction past the steal window) and the standby
+    take over. Nothing acknowledged is lost."""
+    a, b = pair
+    dbname = group.backend.dsn.split("dbname=")[1].split()[0]
+    in_tx = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state LIKE 'idle in transaction%'"
+    )
+    c = await StanClient.connect(group.nats.url, "c1", ping_interval=1, ping_max_out=100)
+    acked: list[bytes] = []
+
+    async def publish() -> None:
+        # write transactions on the active all the time, so that a stop
+        # lands inside one soon
+        n = 0
+        while True:
+            futs = [c.publish_async("x", b"%d" % (n + i)) for i in range(20)]
+            for i, f in enumerate(futs):
+                try:
+                    err = await asyncio.wait_for(f, 2)
+                except TimeoutError:
+                    return
+                if err:
+                    return
+                acked.append(b"%d" % (n + i))
+            n += 20
+
+    pub = asyncio.create_task(publish())
+    deadline = time.monotonic() + 30
+    while True:
+        a.proc.send_signal(signal.SIGSTOP)
+        # twice: a stopped process stays in its transaction, the standby's
+        # own moments between two statements pass
+        held = (await asyncio.to_thread(pg_server.query, in_tx, dbname))[0][0]
+        if held:
+            await asyncio.sleep(0.02)
+            if (await asyncio.to_thread(pg_server.query, in_tx, dbname))[0][0]:
+                break
+        a.proc.send_signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, "the active was never stopped inside a transaction"
+        await asyncio.sleep(0.005)
+    try:
+        await asyncio.to_thread(b.wait_for_line, "Server is active", 20)
+        await asyncio.to_thread(b.wait_for_line, READY_LINE, 10)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    # the old active wakes up, may still beat once as an active before its
+    # check fails, and stops; its successor stays (Go would stop both)
+    assert await asyncio.to_thread(a.proc.wait, 15) != 0
+    a.wait_for_line("ft: lost store lock, aborting", timeout=1)
+    pub.cancel()
+    await c.drop()
+    assert b.proc.poll() is None
+    c2 = await StanClient.connect(group.nats.url, "c2")
+    sub = await c2.subscribe("x", start=pb.First)
+    got: list[bytes] = []
+    while len(got) < len(acked):
+        got.append((await sub.next(timeout=10)).data)
+    # every acknowledged message is there, in order (unacknowledged ones of
+    # the frozen transaction were rolled back with its session)
+    assert got[: len(acked)] == acked
+    await c2.close()
+
+
 async def test_sql_deposed_active_stops_at_its_first_fenced_write(
     group: Any, pg_server: Any
 ) -> None:
@@ -101,9 +172,7 @@ async def test_postgres_restart_under_an_ft_group(
     await c.close()
 
 
-async def test_active_stops_when_the_database_lost_its_commits(
-    group: Any, pg_server: Any
-) -> None:
+async def test_active_stops_when_the_database_lost_its_commits(group: Any, pg_server: Any) -> None:
     """What a promoted asynchronous standby looks like to the active: the
     StoreLock row still names it, with a tick behind the last one it
     committed. The active must stop, saying why, rather than serve over

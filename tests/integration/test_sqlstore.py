@@ -19,7 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from nss.options import ChannelLimits, SQLOptions, StoreLimits
+from nss import log
+from nss.options import ChannelLimits, Options, SQLOptions, StoreLimits
 from nss.pb import protocol_pb2 as pb
 from nss.pb import spb_pb2 as spb
 from nss.sql import script as schema_script
@@ -879,6 +880,49 @@ async def test_lock_protocol_and_fencing(opener: Opener, dsn: str) -> None:
     assert time.monotonic() - t0 < 1.0
 
 
+async def test_contender_neither_hangs_on_nor_steals_a_row_held_in_a_transaction(
+    opener: Opener, dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The owner is inside a long transaction (the StoreLock row locked,
+    its tick bumped but not committed). A contender must not sit blocked on
+    the row for as long as that lasts (a standby that neither takes over
+    nor says why), and must not steal from an owner it never saw stand
+    still."""
+    log.setup(Options())
+    a = opener(ft=True, lock_steal_after=0.5)
+    b = opener(ft=True, lock_steal_after=0.5)
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, a.lock().acquire)
+    holder = psycopg.connect(dsn)
+    try:
+        holder.execute("UPDATE StoreLock SET tick = tick + 1")  # what a write's fence does
+        for _ in range(2):
+            # before the row is free: wait_for would time out on a blocked one
+            assert not await asyncio.wait_for(loop.run_in_executor(None, b.lock().acquire), 5)
+    finally:
+        holder.commit()
+        holder.close()
+    assert rows(dsn, "SELECT id FROM StoreLock") == [(a.lock().id,)]
+    err = capsys.readouterr().err
+    assert err.count("the StoreLock row is locked by a transaction of the active server") == 1
+    assert a.lock().check()
+    # the row free again and the owner silent: now it is stolen
+    assert await loop.run_in_executor(None, b.lock().acquire)
+    assert rows(dsn, "SELECT id FROM StoreLock") == [(b.lock().id,)]
+
+
+async def test_ft_sessions_may_not_idle_inside_a_transaction(opener: Opener, dsn: str) -> None:
+    """An FT store's sessions are ended by PostgreSQL once idle inside a
+    transaction for the steal window, so a frozen owner cannot keep the
+    StoreLock row locked; a store outside FT is left as the database has it."""
+    ft = opener(ft=True, lock_steal_after=0.7)
+    plain = opener()
+    with ft._wengine.connect() as c:
+        assert c.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "700ms"
+    with plain._wengine.connect() as c:
+        assert c.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "0"
+
+
 async def test_fence_refuses_a_database_that_lost_commits(opener: Opener, dsn: str) -> None:
     """After a PostgreSQL fail-over to a standby that had not received
     everything, the StoreLock row still names the active but its tick is
@@ -911,9 +955,7 @@ async def test_fence_refuses_a_database_that_lost_commits(opener: Opener, dsn: s
     assert not await loop.run_in_executor(None, a.lock().check)
 
 
-async def test_lock_check_refuses_a_database_that_lost_commits(
-    opener: Opener, dsn: str
-) -> None:
+async def test_lock_check_refuses_a_database_that_lost_commits(opener: Opener, dsn: str) -> None:
     """The same loss seen first by the FT loop's lock check."""
     a = opener(ft=True)
     loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ from nss.server.ft.heartbeat import (
     go_time_unmarshal,
 )
 from nss.server.ft.machine import (
+    CLAIM_EARLIER,
     Activate,
     ActivationFailed,
     ArmTimer,
@@ -57,6 +58,7 @@ ME = "MEMEMEMEMEMEMEMEMEMEME"
 PEER = "PEERPEERPEERPEERPEERPE"
 HB, MISSED = 1.0, 1.25
 CFG = FTConfig(ME, HB, MISSED)
+CFG_LEASE = FTConfig(ME, HB, MISSED, lock_decides=True)  # SQL: the lock names one owner
 T0 = 1_700_000_000 * 10**9  # wall clock of the activation in the tables
 
 STANDBY = "Starting in standby mode"
@@ -90,7 +92,7 @@ BAD_TIME_HB = spb.CtrlMsg(
 # ================================================================ transitions
 
 TRANSITIONS = [
-    # (name, state, event, phase, server state, actions, log)
+    # (name, state, event, phase, server state, actions, log[, config: CFG])
     ("start", FTState(), Start(), Phase.WAITING, "FT_STANDBY", (ArmTimer(MISSED),), info(STANDBY)),
     ("silence: try the lock", WAITING, TimerFired(), Phase.LOCKING, "FT_STANDBY", (TryLock(),),
      None),
@@ -133,6 +135,9 @@ TRANSITIONS = [
     ("a younger active is heard: check and heartbeat now", ACTIVE_ST, hb(PEER, T0 + 1),
      Phase.CHECKING, "FT_ACTIVE", (CheckLock(),),
      error(f'ft: serverID "{PEER}" claims to be active')),
+    ("an older active is heard by an SQL active: the lock decides", ACTIVE_ST,
+     hb(PEER, T0 - 1), Phase.CHECKING, "FT_ACTIVE", (CheckLock(),),
+     error(CLAIM_EARLIER.format(PEER)), CFG_LEASE),
     ("same activation time: neither steps down", ACTIVE_ST, hb(PEER, T0), Phase.CHECKING,
      "FT_ACTIVE", (CheckLock(),), error(f'ft: serverID "{PEER}" claims to be active')),
     ("a claim during a check: the check's heartbeat answers it", CHECKING, hb(PEER, T0 + 1),
@@ -149,8 +154,8 @@ TRANSITIONS = [
 
 
 @pytest.mark.parametrize(
-    "state, event, phase, server_state, actions, log",
-    [t[1:] for t in TRANSITIONS],
+    "state, event, phase, server_state, actions, log, config",
+    [(*t[1:7], t[7] if len(t) > 7 else CFG) for t in TRANSITIONS],
     ids=[t[0] for t in TRANSITIONS],
 )
 def test_transition(
@@ -160,8 +165,9 @@ def test_transition(
     server_state: str,
     actions: tuple[object, ...],
     log: LogLine | None,
+    config: FTConfig,
 ) -> None:
-    d = decide(CFG, state, event, 100.0)
+    d = decide(config, state, event, 100.0)
     assert (d.state.phase, d.state.server_state, d.actions, d.log) == (
         phase,
         server_state,
@@ -285,7 +291,8 @@ class Group:
     """Members on one subject and one lock, driven by a fake clock. Lock
     calls answer at once; messages arrive at once, to everyone alive."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock_decides: bool = False) -> None:
+        self.lock_decides = lock_decides
         self.now = 0.0
         self.lock = FakeLock()
         self.members: list[Member] = []
@@ -293,7 +300,7 @@ class Group:
 
     def join(self, name: str) -> Member:
         sid = (name * 22)[:22]
-        m = Member(name, FTMachine(FTConfig(sid, HB, MISSED)))
+        m = Member(name, FTMachine(FTConfig(sid, HB, MISSED, self.lock_decides)))
         self.members.append(m)
         self.send(m, Start())
         return m
@@ -444,6 +451,38 @@ def test_an_older_active_is_heard_the_younger_steps_down() -> None:
     assert a.fatal == "" and a.alive
     assert b.fatal == f'ft: serverID "{a.machine.config.server_id}" claims to be active, aborting'
     assert not b.alive and b.said(claim.replace(b.machine.config.server_id, "a" * 22)) == []
+
+
+def test_sql_deposed_active_wakes_up_and_its_successor_stays() -> None:
+    """SQL: a froze, b stole the lease row. a wakes up and its first check
+    fails (the database ended its frozen session), so it beats once more as
+    an active. Go's rule would stop b, the later activation, and a stops at
+    its next check anyway: nobody serves. The lease row names b, so b checks
+    it and stays; a stops."""
+    g = Group(lock_decides=True)
+    a = g.join("a")
+    g.run(2)
+    b = g.join("b")
+    a_id = a.machine.config.server_id
+    a.alive = False
+    g.lock.owner = None  # the tick stood still for the steal window
+    g.run(MISSED + 0.01)
+    assert b.said(ACTIVE)
+    check = g.lock.check
+    ended: list[str] = []
+
+    def first_check_of_a_fails(who: str) -> Event:
+        if who == a_id and not ended:
+            ended.append(who)
+            return LockCheckError("sql: server closed the connection unexpectedly")
+        return check(who)
+
+    g.lock.check = first_check_of_a_fails  # type: ignore[method-assign]
+    a.alive, a.timer_at = True, g.now + 0.01
+    g.run(3)
+    assert ended and a.fatal == LOST and not a.alive
+    assert b.said(CLAIM_EARLIER.format(a_id)) and b.alive and b.fatal == ""
+    assert b.activations == 1
 
 
 def test_lock_check_errors_then_database_back() -> None:

@@ -73,6 +73,7 @@ class FTLoop:
         *,
         hb_interval: float,
         missed_interval: float,
+        lock_decides: bool = False,
         try_lock: Callable[[], Awaitable[bool]],
         check_lock: Callable[[], Awaitable[bool]],
         activate: Callable[[], Awaitable[None]],
@@ -84,7 +85,7 @@ class FTLoop:
     ) -> None:
         self.conn = conn
         self.subject = f"_STAN.ft.{cluster_id}.{group}"
-        self.machine = FTMachine(FTConfig(server_id, hb_interval, missed_interval))
+        self.machine = FTMachine(FTConfig(server_id, hb_interval, missed_interval, lock_decides))
         self._try_lock = try_lock
         self._check_lock = check_lock
         self._activate = activate

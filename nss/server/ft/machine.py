@@ -37,6 +37,10 @@ LOG_LOCK_ERROR = (
 LOG_CHECK_ERROR = "ft: unable to check the store lock: "
 LOG_CHECK_BACK = "ft: store lock checked again, still the owner"
 LOST_LOCK = "ft: lost store lock, aborting"
+CLAIM_EARLIER = (
+    'ft: serverID "{}" claims to be active since before this server; '
+    "the store lock decides which one stays"
+)
 
 # "unable to get store lock" is logged at most once per quiet period, which
 # starts at 1 s and doubles up to 1 min while the lock stays refused (Go).
@@ -231,6 +235,9 @@ class FTConfig:
     server_id: str
     hb_interval: float
     missed_interval: float
+    # the store lock names one owner (``StoreLock.names_one_owner``): it,
+    # not the activation times, settles two actives
+    lock_decides: bool = False
 
 
 @dataclass(frozen=True)
@@ -347,6 +354,13 @@ def _message(c: FTConfig, s: FTState, payload: bytes) -> Decision:
     except ValueError as e:
         return _answer_claim(s, error(f"Error decoding activation time: {e}"))
     if peer_ns < s.activation_ns:
+        if c.lock_decides:
+            # Go's rule (below) aborts the rightful active when an owner
+            # that froze, was deposed by a steal and woke up still beats
+            # once before its own check fails: both stop, nobody serves.
+            # A lock that names one owner settles it instead; the loser
+            # finds out at its check.
+            return _answer_claim(s, error(CLAIM_EARLIER.format(hb.server_id)))
         # Two actives: the later activation steps down (§7).
         return _fatal(s, f'ft: serverID "{hb.server_id}" claims to be active, aborting')
     return _answer_claim(s, error(f'ft: serverID "{hb.server_id}" claims to be active'))

@@ -12,8 +12,16 @@ from sqlalchemy.exc import DBAPIError
 from nss.stores.sql.dsn import SQLTarget
 
 
-def make_engines(tgt: SQLTarget, max_open_conns: int) -> tuple[Engine, Engine]:
-    """The writer's engine (transactions) and the reader's (autocommit)."""
+def make_engines(
+    tgt: SQLTarget, max_open_conns: int, idle_tx_timeout: float = 0
+) -> tuple[Engine, Engine]:
+    """The writer's engine (transactions) and the reader's (autocommit).
+
+    ``idle_tx_timeout`` (PostgreSQL, FT): the database ends a writer session
+    that sits idle inside a transaction that long. A process frozen (or cut
+    off) between two statements otherwise keeps its row locks, the
+    StoreLock row among them, for as long as it lives: its standby would
+    wait on that row forever instead of taking over."""
     n = max_open_conns
     if n > 0:
         wpool: dict[str, Any] = {"pool_size": max(1, n - 1), "max_overflow": 0}
@@ -53,7 +61,22 @@ def make_engines(tgt: SQLTarget, max_open_conns: int) -> tuple[Engine, Engine]:
         )
     for e in (w, r):
         event.listen(e, "handle_error", _read_only_is_a_disconnect)
+    if tgt.postgres and idle_tx_timeout > 0:
+        event.listen(w, "connect", _IdleTransactionLimit(idle_tx_timeout))
     return w, r
+
+
+class _IdleTransactionLimit:
+    """Sets ``idle_in_transaction_session_timeout`` on each new session
+    (committed, so that the pool's reset-on-return keeps it)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.sql = f"SET idle_in_transaction_session_timeout = {max(1, round(seconds * 1000))}"
+
+    def __call__(self, dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(self.sql)
+        dbapi_conn.commit()
 
 
 # SQLSTATE 25006 (PostgreSQL read_only_sql_transaction); MySQL 1290

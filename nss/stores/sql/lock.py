@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from nss.log import get_logger
 from nss.nuid import NUID
@@ -20,6 +21,10 @@ _log = get_logger()
 ERR_LOCK_LOST = "sql: store lock lost, another server is the active one"
 # how often a contender re-reads a foreign owner's tick while it waits
 LOCK_CHECK_PERIOD = 0.5
+# PostgreSQL lock_not_available: a lock_timeout ran out
+_LOCK_NOT_AVAILABLE = "55P03"
+# what _try answers when the row is locked by someone else's transaction
+_BUSY = ("", -1)
 
 
 class LockLost(Exception):
@@ -63,6 +68,8 @@ class SQLLock(StoreLock):
     refuses it (``LostCommits``). With synchronous replication every
     confirmed commit is on the standby, so a promoted one always passes."""
 
+    names_one_owner = True
+
     def __init__(self, engine: Engine, stmts: Statements, steal_after: float) -> None:
         self.id = NUID().next()
         self.steal_after = steal_after
@@ -74,25 +81,55 @@ class SQLLock(StoreLock):
         self._released = False
         self._wm = threading.Lock()
         self._committed = 0  # highest tick a confirmed commit of ours wrote
+        # a contender waits for the row no longer than the steal window
+        # (PostgreSQL): past that the owner is in a long transaction, or
+        # frozen inside one until the database ends its session
+        wait_ms = max(1, round(steal_after * 1000))
+        self._wait_limit = text(f"SET LOCAL lock_timeout = {wait_ms}") if stmts.postgres else None
+        self._said_busy = False
 
-    def _try(self, steal: bool) -> tuple[bool, str, int]:
-        """One transaction of the protocol: (owned, previous id, previous tick)."""
+    def _try(self, steal: tuple[str, int] | None = None) -> tuple[bool, str, int]:
+        """One transaction of the protocol: (owned, previous id, previous
+        tick). ``steal``: the (id, tick) watched standing still; the row is
+        taken only if it still shows exactly that, so an owner that ticked
+        in the meantime keeps it."""
         s = self._stmts
         with self._mu, self._engine.begin() as c:
-            row = c.execute(s.lock_select).first()
+            if not self.owner and self._wait_limit is not None:
+                c.execute(self._wait_limit)
+            try:
+                row = c.execute(s.lock_select).first()
+            except DBAPIError as e:
+                if getattr(e.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                    raise
+                self._busy()
+                return (False, *_BUSY)
+            self._said_busy = False
             prev_id, prev_tick = (row[0] or "", int(row[1] or 0)) if row is not None else ("", 0)
-            if row is None or steal or prev_id == "" or prev_id == self.id:
+            stolen = steal is not None and steal == (prev_id, prev_tick)
+            if row is None or stolen or prev_id == "" or prev_id == self.id:
                 if prev_id == self.id and self.owner:
                     self._check_watermark(prev_tick)
-                tick = 0 if steal else prev_tick
+                tick = 0 if stolen else prev_tick
                 if row is None:
                     c.execute(s.lock_insert, {"id": self.id, "tick": tick + 1})
                 else:
                     c.execute(s.lock_update, {"id": self.id, "tick": tick + 1})
             else:
                 return False, prev_id, prev_tick
-        self.committed(tick + 1, reset=prev_id != self.id or steal)
+        self.committed(tick + 1, reset=prev_id != self.id or stolen)
         return True, prev_id, prev_tick
+
+    def _busy(self) -> None:
+        """The owner holds the row in a transaction that outlasted the
+        steal window: said once per such wait, since it explains a standby
+        that does not take over."""
+        if not self._said_busy:
+            self._said_busy = True
+            _log.info(
+                "SQL store: the StoreLock row is locked by a transaction of the active "
+                f"server for over {self.steal_after:g}s; still waiting"
+            )
 
     def acquire(self) -> bool:
         """Blocks up to ``steal_after`` while it watches another owner's tick.
@@ -102,8 +139,8 @@ class SQLLock(StoreLock):
         if self.owner:
             return True
         try:
-            ok, lid, tick = self._try(False)
-            if not ok:
+            ok, lid, tick = self._try()
+            if not ok and (lid, tick) != _BUSY:
                 # Steal only after the owner's tick stood still for the whole
                 # window: a live owner refreshes at every FT heartbeat
                 # (1 s by default, Go and nss alike), well inside the default
@@ -115,13 +152,13 @@ class SQLLock(StoreLock):
                     if left <= 0:
                         break
                     time.sleep(min(LOCK_CHECK_PERIOD, left))
-                    ok, nid, ntick = self._try(False)
+                    ok, nid, ntick = self._try()
                     if ok:
                         break
                     if nid != lid or ntick != tick:
-                        return False  # the owner is alive
+                        return False  # the owner is alive (or busy: unknown)
                 if not ok:
-                    ok, _, _ = self._try(True)
+                    ok, _, _ = self._try(steal=(lid, tick))
         except SQLAlchemyError as e:
             raise StoreError(f"sql: {err_text(e)}") from e
         if ok:
@@ -140,7 +177,7 @@ class SQLLock(StoreLock):
         if not self.owner:
             return False
         try:
-            ok, _, _ = self._try(False)
+            ok, _, _ = self._try()
         except LockLost as e:
             self.lost(e.reason)
             return False

@@ -125,7 +125,9 @@ class SQLStore(Store):
         self._closed = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="nss-sql-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="nss-sql-reader")
-        self._wengine, self._rengine = make_engines(self.target, opts.max_open_conns)
+        self._wengine, self._rengine = make_engines(
+            self.target, opts.max_open_conns, opts.lock_steal_after if ft else 0
+        )
         waits = partial(pg_waits, self._rengine, self.stmts.backend_wait)
         self._health = Health(waits if self.postgres else None, self._availability)
         self._lock = SQLLock(self._wengine, self.stmts, opts.lock_steal_after)
@@ -140,9 +142,9 @@ class SQLStore(Store):
             self._dispose()
             raise StoreError(f"sql: unable to open the database: {err_text(e)}") from e
 
-    def _dispose(self) -> None:
-        self._writer.shutdown(wait=False)
-        self._reader.shutdown(wait=False)
+    def _dispose(self, wait: bool = False) -> None:
+        self._writer.shutdown(wait=wait)
+        self._reader.shutdown(wait=wait)
         self._wengine.dispose()
         self._rengine.dispose()
 
@@ -426,13 +428,7 @@ class SQLStore(Store):
             await loop.run_in_executor(self._writer, self._lock.release)
         except StoreError as e:
             _log.error(f"SQL store: unable to release the store lock: {e}")
-        await loop.run_in_executor(None, self._dispose_wait)
-
-    def _dispose_wait(self) -> None:
-        self._writer.shutdown(wait=True)
-        self._reader.shutdown(wait=True)
-        self._wengine.dispose()
-        self._rengine.dispose()
+        await loop.run_in_executor(None, self._dispose, True)
 
     # ------------------------------------------------------------------ channel purge
     async def _purge(self) -> None:
