@@ -52,9 +52,9 @@ async def test_active_frozen_inside_a_transaction_is_deposed(
     """The active freezes between two statements of a transaction, so its
     database session holds the StoreLock row locked. A standby that just
     waited for the row would wait as long as the frozen process lives; the
-    database must end that session (the active's sessions are not allowed
-    to sit idle in a transaction past the steal window) and the standby
-    take over. Nothing acknowledged is lost."""
+    database must end that session (the active's sessions may not sit idle
+    in a transaction for more than 5 s here) and the standby take over.
+    Nothing acknowledged is lost."""
     a, b = pair
     dbname = group.backend.dsn.split("dbname=")[1].split()[0]
     in_tx = (

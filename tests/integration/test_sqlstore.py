@@ -913,12 +913,13 @@ async def test_contender_neither_hangs_on_nor_steals_a_row_held_in_a_transaction
 
 async def test_ft_sessions_may_not_idle_inside_a_transaction(opener: Opener, dsn: str) -> None:
     """An FT store's sessions are ended by PostgreSQL once idle inside a
-    transaction for the steal window, so a frozen owner cannot keep the
-    StoreLock row locked; a store outside FT is left as the database has it."""
-    ft = opener(ft=True, lock_steal_after=0.7)
+    transaction for the steal window (5 s at least), so a frozen owner
+    cannot keep the StoreLock row locked; a store outside FT is left as the
+    database has it."""
     plain = opener()
-    with ft._wengine.connect() as c:
-        assert c.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "700ms"
+    for steal, limit in ((0.7, "5s"), (7.5, "7500ms")):
+        with opener(ft=True, lock_steal_after=steal)._wengine.connect() as c:
+            assert c.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == limit
     with plain._wengine.connect() as c:
         assert c.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "0"
 

@@ -11,17 +11,24 @@ from sqlalchemy.exc import DBAPIError
 
 from nss.stores.sql.dsn import SQLTarget
 
+# A live server may pause that long between two statements of one
+# transaction (recovery parses a large result before its next query; the
+# writer thread waits for the GIL): a limit below it would end the session
+# of a server that is merely busy, failing its recovery.
+IDLE_TX_MIN = 5.0
+
 
 def make_engines(
     tgt: SQLTarget, max_open_conns: int, idle_tx_timeout: float = 0
 ) -> tuple[Engine, Engine]:
     """The writer's engine (transactions) and the reader's (autocommit).
 
-    ``idle_tx_timeout`` (PostgreSQL, FT): the database ends a writer session
-    that sits idle inside a transaction that long. A process frozen (or cut
-    off) between two statements otherwise keeps its row locks, the
-    StoreLock row among them, for as long as it lives: its standby would
-    wait on that row forever instead of taking over."""
+    ``idle_tx_timeout`` (PostgreSQL, FT: the steal window): the database
+    ends a writer session that sits idle inside a transaction that long,
+    but never sooner than ``IDLE_TX_MIN``. A process frozen (or cut off)
+    between two statements otherwise keeps its row locks, the StoreLock row
+    among them, for as long as it lives: its standby would wait on that row
+    forever instead of taking over."""
     n = max_open_conns
     if n > 0:
         wpool: dict[str, Any] = {"pool_size": max(1, n - 1), "max_overflow": 0}
@@ -62,7 +69,7 @@ def make_engines(
     for e in (w, r):
         event.listen(e, "handle_error", _read_only_is_a_disconnect)
     if tgt.postgres and idle_tx_timeout > 0:
-        event.listen(w, "connect", _IdleTransactionLimit(idle_tx_timeout))
+        event.listen(w, "connect", _IdleTransactionLimit(max(idle_tx_timeout, IDLE_TX_MIN)))
     return w, r
 
 

@@ -83,7 +83,7 @@ class SQLLock(StoreLock):
         self._committed = 0  # highest tick a confirmed commit of ours wrote
         # a contender waits for the row no longer than the steal window
         # (PostgreSQL): past that the owner is in a long transaction, or
-        # frozen inside one until the database ends its session
+        # frozen inside one until the database ends its session (db.py)
         wait_ms = max(1, round(steal_after * 1000))
         self._wait_limit = text(f"SET LOCAL lock_timeout = {wait_ms}") if stmts.postgres else None
         self._said_busy = False
