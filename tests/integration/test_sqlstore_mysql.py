@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from pg import split_sql
+from sqlalchemy import text
 
 from nss.options import SQLOptions, StoreLimits
 from nss.pb import protocol_pb2 as pb
@@ -188,3 +189,34 @@ async def test_mysql_store(mysql_src: str, nc: bool, bulk: int) -> None:
     assert _q(mysql_src, "SELECT seq FROM Messages") == [(1,)]
     await a.close()
     await b.close()
+
+
+async def test_mysql_owner_frozen_inside_a_transaction(mysql_src: str) -> None:
+    """The owner freezes inside a transaction, its session holding the
+    StoreLock row. A contender does not sit blocked on the row, and once
+    MariaDB has ended the frozen session (an FT store's sessions may idle in
+    a transaction for 5 s at most) it takes the lock."""
+    a = SQLStore(StoreLimits(), SQLOptions("mysql", mysql_src, lock_steal_after=0.5), ft=True)
+    b = SQLStore(StoreLimits(), SQLOptions("mysql", mysql_src, lock_steal_after=0.5), ft=True)
+    loop = asyncio.get_running_loop()
+
+    def acquire() -> Any:
+        return asyncio.wait_for(loop.run_in_executor(None, b.lock().acquire), 5)
+
+    frozen = a._wengine.connect()
+    try:
+        assert a.lock().acquire()
+        # what a write's fence does, never committed
+        frozen.execute(text("UPDATE StoreLock SET tick = tick + 1"))
+        t0 = time.monotonic()
+        assert not await acquire()
+        while not await acquire():
+            assert time.monotonic() - t0 < 20, "the frozen session was never ended"
+        assert time.monotonic() - t0 >= 4  # not before MariaDB ended it
+        assert _q(mysql_src, "SELECT id FROM StoreLock") == [(b.lock().id,)]
+        assert not a.lock().check()
+    finally:
+        frozen.invalidate()  # ended by the server: nothing to roll back
+        frozen.close()
+        await a.close()
+        await b.close()

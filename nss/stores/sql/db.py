@@ -3,13 +3,17 @@ says."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.exc import DBAPIError
 
+from nss.log import get_logger
 from nss.stores.sql.dsn import SQLTarget
+
+_log = get_logger()
 
 # A live server may pause that long between two statements of one
 # transaction (recovery parses a large result before its next query; the
@@ -23,9 +27,10 @@ def make_engines(
 ) -> tuple[Engine, Engine]:
     """The writer's engine (transactions) and the reader's (autocommit).
 
-    ``idle_tx_timeout`` (PostgreSQL, FT: the steal window): the database
-    ends a writer session that sits idle inside a transaction that long,
-    but never sooner than ``IDLE_TX_MIN``. A process frozen (or cut off)
+    ``idle_tx_timeout`` (FT: the steal window): the database ends a writer
+    session that sits idle inside a transaction that long, but never sooner
+    than ``IDLE_TX_MIN`` (PostgreSQL; MariaDB in whole seconds; MySQL has no
+    such limit). A process frozen (or cut off)
     between two statements otherwise keeps its row locks, the StoreLock row
     among them, for as long as it lives: its standby would wait on that row
     forever instead of taking over."""
@@ -68,21 +73,43 @@ def make_engines(
         )
     for e in (w, r):
         event.listen(e, "handle_error", _read_only_is_a_disconnect)
-    if tgt.postgres and idle_tx_timeout > 0:
-        event.listen(w, "connect", _IdleTransactionLimit(max(idle_tx_timeout, IDLE_TX_MIN)))
+    if idle_tx_timeout > 0:
+        limit = max(idle_tx_timeout, IDLE_TX_MIN)
+        event.listen(w, "connect", _IdleTransactionLimit(limit, tgt.postgres))
     return w, r
 
 
-class _IdleTransactionLimit:
-    """Sets ``idle_in_transaction_session_timeout`` on each new session
-    (committed, so that the pool's reset-on-return keeps it)."""
+# MySQL's "unknown system variable": its servers lack MariaDB's limit
+_MYSQL_UNKNOWN_VARIABLE = 1193
 
-    def __init__(self, seconds: float) -> None:
-        self.sql = f"SET idle_in_transaction_session_timeout = {max(1, round(seconds * 1000))}"
+
+class _IdleTransactionLimit:
+    """Sets the idle-in-transaction limit on each new session (committed,
+    so that the pool's reset-on-return keeps it). A MySQL server without
+    one is said once: there a frozen active keeps its standby waiting."""
+
+    def __init__(self, seconds: float, postgres: bool) -> None:
+        if postgres:
+            self.sql = f"SET idle_in_transaction_session_timeout = {max(1, round(seconds * 1000))}"
+        else:
+            self.sql = f"SET SESSION idle_transaction_timeout = {math.ceil(seconds)}"
+        self.supported = True
 
     def __call__(self, dbapi_conn: Any, _record: Any) -> None:
-        with dbapi_conn.cursor() as cur:
-            cur.execute(self.sql)
+        if not self.supported:
+            return
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute(self.sql)
+        except Exception as e:  # noqa: BLE001 - only MySQL's unknown variable is expected
+            args = getattr(e, "args", ())
+            if not args or args[0] != _MYSQL_UNKNOWN_VARIABLE:
+                raise
+            self.supported = False
+            _log.warning(
+                "SQL store: this MySQL server has no idle_transaction_timeout (MariaDB "
+                "has): a standby cannot take over from an active frozen inside a transaction"
+            )
         dbapi_conn.commit()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -21,10 +22,19 @@ _log = get_logger()
 ERR_LOCK_LOST = "sql: store lock lost, another server is the active one"
 # how often a contender re-reads a foreign owner's tick while it waits
 LOCK_CHECK_PERIOD = 0.5
-# PostgreSQL lock_not_available: a lock_timeout ran out
+# a lock wait ran out: PostgreSQL's lock_not_available (lock_timeout),
+# MySQL's "lock wait timeout exceeded" (innodb_lock_wait_timeout)
 _LOCK_NOT_AVAILABLE = "55P03"
+_MYSQL_LOCK_WAIT_TIMEOUT = 1205
 # what _try answers when the row is locked by someone else's transaction
 _BUSY = ("", -1)
+
+
+def _lock_wait_ran_out(e: DBAPIError) -> bool:
+    args = getattr(e.orig, "args", ())
+    if args and args[0] == _MYSQL_LOCK_WAIT_TIMEOUT:
+        return True
+    return getattr(e.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE
 
 
 class LockLost(Exception):
@@ -82,10 +92,14 @@ class SQLLock(StoreLock):
         self._wm = threading.Lock()
         self._committed = 0  # highest tick a confirmed commit of ours wrote
         # a contender waits for the row no longer than the steal window
-        # (PostgreSQL): past that the owner is in a long transaction, or
-        # frozen inside one until the database ends its session (db.py)
-        wait_ms = max(1, round(steal_after * 1000))
-        self._wait_limit = text(f"SET LOCAL lock_timeout = {wait_ms}") if stmts.postgres else None
+        # (MySQL: whole seconds, for the session): past that the owner is in
+        # a long transaction, or frozen inside one until the database ends
+        # its session (db.py)
+        if stmts.postgres:
+            wait = f"SET LOCAL lock_timeout = {max(1, round(steal_after * 1000))}"
+        else:
+            wait = f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(steal_after))}"
+        self._wait_limit = text(wait)
         self._said_busy = False
 
     def _try(self, steal: tuple[str, int] | None = None) -> tuple[bool, str, int]:
@@ -95,12 +109,12 @@ class SQLLock(StoreLock):
         in the meantime keeps it."""
         s = self._stmts
         with self._mu, self._engine.begin() as c:
-            if not self.owner and self._wait_limit is not None:
+            if not self.owner:
                 c.execute(self._wait_limit)
             try:
                 row = c.execute(s.lock_select).first()
             except DBAPIError as e:
-                if getattr(e.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                if not _lock_wait_ran_out(e):
                     raise
                 self._busy()
                 return (False, *_BUSY)
