@@ -30,10 +30,10 @@ def make_engines(
     ``idle_tx_timeout`` (FT: the steal window): the database ends a writer
     session that sits idle inside a transaction that long, but never sooner
     than ``IDLE_TX_MIN`` (PostgreSQL; MariaDB in whole seconds; MySQL has no
-    such limit). A process frozen (or cut off)
-    between two statements otherwise keeps its row locks, the StoreLock row
-    among them, for as long as it lives: its standby would wait on that row
-    forever instead of taking over."""
+    such limit). A process frozen (or cut off) between two statements
+    otherwise keeps its row locks, the StoreLock row among them, for as long
+    as it lives: its standby would wait on that row forever instead of
+    taking over."""
     n = max_open_conns
     if n > 0:
         wpool: dict[str, Any] = {"pool_size": max(1, n - 1), "max_overflow": 0}
@@ -102,8 +102,7 @@ class _IdleTransactionLimit:
             with dbapi_conn.cursor() as cur:
                 cur.execute(self.sql)
         except Exception as e:  # noqa: BLE001 - only MySQL's unknown variable is expected
-            args = getattr(e, "args", ())
-            if not args or args[0] != _MYSQL_UNKNOWN_VARIABLE:
+            if error_code(e) != _MYSQL_UNKNOWN_VARIABLE:
                 raise
             self.supported = False
             _log.warning(
@@ -125,12 +124,20 @@ def _read_only_is_a_disconnect(ctx: ExceptionContext) -> None:
     ``target_session_attrs=read-write``) can never write again, yet passes
     the pool's pre-ping: drop it like a broken one, so that the next
     checkout connects anew and finds the writable server."""
-    orig = ctx.original_exception
-    sqlstate = getattr(orig, "sqlstate", None)
-    args = getattr(orig, "args", ())
-    code = args[0] if args and isinstance(args[0], int) else None
-    if sqlstate == _PG_READ_ONLY or code in _MYSQL_READ_ONLY:
+    code = error_code(ctx.original_exception)
+    if code == _PG_READ_ONLY or code in _MYSQL_READ_ONLY:
         ctx.is_disconnect = True
+
+
+def error_code(exc: BaseException | None) -> str | int | None:
+    """What a driver's error says it is: MySQL's error number (PyMySQL,
+    whose errors carry a generic SQLSTATE beside it) or PostgreSQL's
+    SQLSTATE (psycopg); None when it says neither."""
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    sqlstate = getattr(exc, "sqlstate", None)
+    return str(sqlstate) if sqlstate else None
 
 
 def server_address(conn: Connection) -> str:

@@ -14,7 +14,7 @@ from nss.log import get_logger
 from nss.nuid import NUID
 from nss.stores.base import StoreError
 from nss.stores.lock import StoreLock
-from nss.stores.sql.db import err_text
+from nss.stores.sql.db import err_text, error_code
 from nss.stores.sql.statements import Statements
 
 _log = get_logger()
@@ -31,10 +31,7 @@ _BUSY = ("", -1)
 
 
 def _lock_wait_ran_out(e: DBAPIError) -> bool:
-    args = getattr(e.orig, "args", ())
-    if args and args[0] == _MYSQL_LOCK_WAIT_TIMEOUT:
-        return True
-    return getattr(e.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE
+    return error_code(e.orig) in (_LOCK_NOT_AVAILABLE, _MYSQL_LOCK_WAIT_TIMEOUT)
 
 
 class LockLost(Exception):
