@@ -111,8 +111,7 @@ class FileMsgStore(MsgStore):
         if lo > hi:
             return [None] * max(0, last - first + 1)
         self._active = True
-        get = self._cache.get
-        out: list[bytes | None] = [get(s) for s in range(lo, hi + 1)]
+        out: list[bytes | None] = list(map(self._cache.get, range(lo, hi + 1)))
         if None in out:
             # not cached: read the one-by-one way (which reads ahead into
             # the cache for those that follow)
